@@ -1,0 +1,182 @@
+"""The bundle: one self-describing folder (``vledge.json`` + tower files + tokenizer).
+
+Reading a bundle checks its format version, that every path stays inside the folder and that every
+file matches its sha256, before any file is handed to a runtime. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vledge.errors import BundleError
+from vledge.images import PreprocessSpec
+from vledge.text import TokenizerSpec
+
+MANIFEST = "vledge.json"
+FORMAT = "vledge-bundle"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+    shape: list  # ints, or strings for dynamic axes ("batch", "sequence")
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    file: str  # the file a runtime opens (.onnx, or .xml beside its .bin)
+    format: str  # "onnx" | "openvino"
+    precision: str  # "fp32" | "fp16" | "int8"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TowerSpec":
+        return cls(
+            file=d["file"],
+            format=d["format"],
+            precision=d["precision"],
+            inputs=[TensorSpec(**t) for t in d["inputs"]],
+            outputs=[TensorSpec(**t) for t in d["outputs"]],
+            quantization=d.get("quantization", {}),
+        )
+
+    @property
+    def static(self) -> bool:
+        return all(isinstance(s, int) for t in self.inputs for s in t.shape)
+
+
+@dataclass
+class BundleManifest:
+    target: str
+    precision: str
+    embed_dim: int
+    logit_scale: float
+    towers: dict[str, TowerSpec]  # "image", "text"
+    preprocess: PreprocessSpec
+    tokenizer: TokenizerSpec
+    labels: dict | None = None  # {"file": "labels.json", "embeddings": "label_embeddings.npy"}
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "target": self.target,
+            "precision": self.precision,
+            "embed_dim": self.embed_dim,
+            "logit_scale": self.logit_scale,
+            "towers": {k: asdict(v) for k, v in self.towers.items()},
+            "preprocess": self.preprocess.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "labels": self.labels,
+            "config": self.config,
+            "metrics": self.metrics,
+            "provenance": self.provenance,
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BundleManifest":
+        if d.get("format") != FORMAT:
+            raise BundleError(f"not a vledge bundle manifest (format={d.get('format')!r})")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"bundle format version {version!r} is not supported by this vledge "
+                f"(reads version {FORMAT_VERSION}); re-run vledge compress or upgrade vledge"
+            )
+        try:
+            return cls(
+                target=d["target"],
+                precision=d["precision"],
+                embed_dim=int(d["embed_dim"]),
+                logit_scale=float(d["logit_scale"]),
+                towers={k: TowerSpec.from_dict(v) for k, v in d["towers"].items()},
+                preprocess=PreprocessSpec.from_dict(d["preprocess"]),
+                tokenizer=TokenizerSpec.from_dict(d["tokenizer"]),
+                labels=d.get("labels"),
+                config=d.get("config", {}),
+                metrics=d.get("metrics", {}),
+                provenance=d.get("provenance", {}),
+                files=dict(d.get("files", {})),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"bundle manifest is incomplete or malformed: {exc!r}") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """Resolve ``relative`` inside ``root``; refuse absolute paths and escapes such as ``../``."""
+    if not relative or os.path.isabs(relative) or Path(relative).drive:
+        raise BundleError(f"bundle path {relative!r} must be relative to the bundle folder")
+    resolved = (root / relative).resolve()
+    if resolved != root.resolve() and root.resolve() not in resolved.parents:
+        raise BundleError(f"bundle path {relative!r} points outside the bundle folder")
+    return resolved
+
+
+def write_manifest(folder: str | os.PathLike, manifest: BundleManifest) -> Path:
+    """Hash every file in ``folder`` (except the manifest) into the manifest and write it."""
+    root = Path(folder)
+    manifest.files = {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    path = root / MANIFEST
+    path.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManifest:
+    """Read ``vledge.json``; with ``verify``, check every listed file exists and matches its sha256."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise BundleError(f"bundle folder not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{root} has no {MANIFEST}: not a vledge bundle (make one with vledge compress)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    manifest = BundleManifest.from_dict(data)
+    referenced = [t.file for t in manifest.towers.values()] + [manifest.tokenizer.file]
+    if manifest.labels:
+        referenced += [manifest.labels["file"], manifest.labels["embeddings"]]
+    for rel in list(manifest.files) + referenced:
+        safe_join(root, rel)
+    for rel in referenced:
+        if rel not in manifest.files:
+            raise BundleError(f"{rel} is used by the bundle but has no sha256 in {MANIFEST}")
+    if verify:
+        for rel, expected in manifest.files.items():
+            file = safe_join(root, rel)
+            if not file.is_file():
+                raise BundleError(f"bundle file {rel} is missing from {root}; re-run vledge compress")
+            if sha256_file(file) != expected:
+                raise BundleError(
+                    f"bundle file {rel} does not match its sha256 in {MANIFEST}: "
+                    "it was changed after export; refusing to load it"
+                )
+    return manifest

@@ -1,0 +1,148 @@
+"""Image decoding and preprocessing in numpy and Pillow (no torch).
+
+Training, evaluation and every runtime call ``preprocess`` so the transform is one piece of code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vledge.errors import ConfigError, ImageDecodeError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+# Pillow's guard raises past twice this; 50 MP is more than any camera frame we expect.
+Image.MAX_IMAGE_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an image becomes the tower's input: resize the shortest edge, centre-crop, normalise.
+
+    The same fields as a Hugging Face CLIP ``preprocessor_config.json`` carries.
+    """
+
+    image_size: int
+    resize_to: int | None = None  # shortest edge before the crop; None: same as image_size
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def __post_init__(self):
+        if self.image_size < 1:
+            raise ConfigError(f"image_size must be positive, got {self.image_size}")
+        if self.interpolation not in _RESAMPLE:
+            raise ConfigError(
+                f"interpolation must be one of {sorted(_RESAMPLE)}, got {self.interpolation!r}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("mean and std need three values each, std positive")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessSpec":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
+        return background
+    return img.convert("RGB")
+
+
+def open_image(source: ImageInput) -> Image.Image:
+    """Decode one image from a path, PIL image or HWC/HW uint8 array into an RGB PIL image."""
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.dtype != np.uint8:
+            raise ImageDecodeError("<array>", f"expected uint8 pixels, got {arr.dtype}")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise ImageDecodeError("<array>", f"expected HW or HWC pixels, got shape {arr.shape}")
+        return _to_rgb(Image.fromarray(arr))
+    path = os.fspath(source)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Shortest edge to ``resize_to`` (Hugging Face CLIP's rounding), then a centre crop. Returns HWC uint8."""
+    target = spec.resize_to or spec.image_size
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short != target:
+        new_short, new_long = target, int(target * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        img = img.resize(size, resample=_RESAMPLE[spec.interpolation], reducing_gap=None)
+    arr = np.asarray(img, dtype=np.uint8)
+    crop = spec.image_size
+    h, w = arr.shape[:2]
+    if h < crop or w < crop:
+        pad_h, pad_w = max(crop - h, 0), max(crop - w, 0)
+        arr = np.pad(arr, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return arr[top : top + crop, left : left + crop]
+
+
+def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """NHWC uint8 -> NCHW float32, rescaled to [0, 1] and normalised by mean and std."""
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = pixels.astype(np.float32) * np.float32(1 / 255)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(images: ImageInput | Sequence[ImageInput], spec: PreprocessSpec) -> np.ndarray:
+    """Decode, resize, crop and normalise images into a float32 NCHW batch."""
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (
+        isinstance(images, np.ndarray) and images.ndim in (2, 3)
+    ):
+        images = [images]
+    batch = [resize_and_crop(open_image(im), spec) for im in list(images)]
+    if not batch:
+        raise ConfigError("no images given")
+    return normalize(np.stack(batch), spec)
+
+
+def preprocess_uint8_batch(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Fast path for an NHW or NHWC uint8 batch already at the tower's size (e.g. Fashion-MNIST)."""
+    if pixels.ndim == 3:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    if pixels.shape[1:3] != (spec.image_size, spec.image_size):
+        return preprocess(list(pixels), spec)
+    return normalize(pixels, spec)
