@@ -1,3 +1,10 @@
 """vledge: compress jointly trained vision-language models and run them on edge devices."""
 
 __version__ = "0.1.0"
+
+
+def load(path, device: str = "auto", strict: bool = False, backend: str | None = None, **options):
+    """Load a bundle for inference; see :func:`vledge.runtimes.load`. Imports no framework until called."""
+    from vledge.runtimes import load as _load
+
+    return _load(path, device=device, strict=strict, backend=backend, **options)

@@ -6,11 +6,11 @@ Training, evaluation and every runtime call ``preprocess`` so the transform is o
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vledge.errors import ConfigError, ImageDecodeError
 
@@ -77,7 +77,11 @@ def open_image(source: ImageInput) -> Image.Image:
     if isinstance(source, np.ndarray):
         arr = source
         if arr.dtype != np.uint8:
-            raise ImageDecodeError("<array>", f"expected uint8 pixels, got {arr.dtype}")
+            raise ImageDecodeError(
+                "<array>",
+                f"expected uint8 pixels, got {arr.dtype}; convert first, "
+                "e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1]",
+            )
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -90,6 +94,12 @@ def open_image(source: ImageInput) -> Image.Image:
             return _to_rgb(img)
     except FileNotFoundError:
         raise ImageDecodeError(path, "file not found") from None
+    except UnidentifiedImageError:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise ImageDecodeError(path, "file is empty (0 bytes)") from None
+        raise ImageDecodeError(
+            path, "not an image format Pillow can read (wrong extension or corrupt header)"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(path, f"image too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -109,8 +119,9 @@ def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     crop = spec.image_size
     h, w = arr.shape[:2]
     if h < crop or w < crop:
+        # Zero padding, the odd pixel before the image, as Hugging Face's CLIPImageProcessor does.
         pad_h, pad_w = max(crop - h, 0), max(crop - w, 0)
-        arr = np.pad(arr, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        arr = np.pad(arr, ((pad_h - pad_h // 2, pad_h // 2), (pad_w - pad_w // 2, pad_w // 2), (0, 0)))
         h, w = arr.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
     return arr[top : top + crop, left : left + crop]

@@ -68,7 +68,11 @@ def load_safetensors(path: Path) -> dict:
 
 
 def load_state(model, state: dict, where: Path) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).split("\n\t")[1:2] or [str(exc)]
+        raise CheckpointError(f"weights in {where} do not fit the model in its config.json: {first[0]}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"weights in {where} do not fit the model in its config.json: "

@@ -62,6 +62,12 @@ def _mobilenet(factory_name: str):
         model = getattr(torchvision.models, factory_name)(weights=None, **kwargs)
         if cfg.get("stem", "small") == "small":
             model.features[0][0].stride = (1, 1)
+        # torchvision's MobileNetV3 uses BatchNorm momentum 0.01, tuned for long ImageNet runs: after
+        # a few hundred steps (distillation, short training) its running statistics are still at
+        # their initial values and eval-mode outputs are garbage. 0.1 is the PyTorch default.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
         width = model.classifier[0].in_features
         model.classifier = nn.Identity()
         return model, width

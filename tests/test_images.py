@@ -1,0 +1,209 @@
+"""vledge.images on real photos: parity with Hugging Face's CLIPImageProcessor, and every decoding case."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vledge.errors import ImageDecodeError
+from vledge.images import PreprocessSpec, open_image, preprocess, preprocess_uint8_batch
+
+datasets = pytest.importorskip("sklearn.datasets")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """scikit-learn's two sample photos (china, flower; 427x640 RGB) plus a portrait crop with odd sides."""
+    china, flower = datasets.load_sample_images().images
+    return {"china": china, "flower": flower, "portrait": flower[13:314, 101:298]}
+
+
+# (shortest edge, crop): the CLIP default, a small student size, odd sizes, and a crop larger than the resize
+# (zero padding with an odd number of pixels).
+@pytest.mark.parametrize("resize_to,crop", [(224, 224), (64, 56), (37, 31), (55, 64)])
+def test_preprocess_matches_clip_image_processor(photos, resize_to, crop):
+    transformers = pytest.importorskip("transformers")
+    processor = transformers.CLIPImageProcessor(
+        do_resize=True, size={"shortest_edge": resize_to}, resample=Image.Resampling.BICUBIC,
+        do_center_crop=True, crop_size={"height": crop, "width": crop},
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+    )
+    spec = PreprocessSpec(image_size=crop, resize_to=resize_to)
+    images = list(photos.values())
+    expected = processor(images=[Image.fromarray(im) for im in images], return_tensors="np")["pixel_values"]
+    ours = preprocess(images, spec)
+    assert ours.shape == expected.shape == (len(images), 3, crop, crop)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - expected).max() < 1e-5
+
+
+def test_preprocess_accepts_paths_pil_and_arrays_alike(photos, tmp_path):
+    path = tmp_path / "china.png"
+    Image.fromarray(photos["china"]).save(path)
+    spec = PreprocessSpec(image_size=48, resize_to=52)
+    from_array = preprocess(photos["china"], spec)
+    np.testing.assert_array_equal(preprocess(str(path), spec), from_array)
+    np.testing.assert_array_equal(preprocess(Image.fromarray(photos["china"]), spec), from_array)
+    assert preprocess([path, photos["flower"]], spec).shape == (2, 3, 48, 48)
+
+
+def test_uint8_batch_fast_path_equals_preprocess(photos):
+    spec = PreprocessSpec(image_size=32)
+    tiles = np.stack([photos["china"][:32, :32], photos["flower"][100:132, 200:232]])
+    np.testing.assert_allclose(preprocess_uint8_batch(tiles, spec), preprocess(list(tiles), spec), atol=1e-6)
+    gray = tiles[..., 0]
+    out = preprocess_uint8_batch(gray, spec)
+    assert out.shape == (2, 3, 32, 32)
+    # the gray channel repeated: the same values in every channel before normalisation
+    red, green = (out[:, c] * spec.std[c] + spec.mean[c] for c in (0, 1))
+    np.testing.assert_allclose(red, green, atol=1e-6)
+
+
+# --- decoding: files that are broken, unusual or dangerous
+
+
+def _expect_decode_error(path, *fragments):
+    with pytest.raises(ImageDecodeError) as info:
+        open_image(path)
+    message = str(info.value)
+    assert str(path) in message and info.value.path == str(path)
+    for fragment in fragments:
+        assert fragment in message
+    return message
+
+
+def test_zero_byte_file(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    _expect_decode_error(path, "file is empty (0 bytes)")
+
+
+def test_truncated_jpeg(photos, tmp_path):
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    Image.fromarray(photos["china"]).save(whole, quality=90)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    _expect_decode_error(cut, "truncated")
+
+
+def test_text_file_named_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("these are notes, not pixels\n")
+    _expect_decode_error(path, "not an image format Pillow can read")
+
+
+def test_missing_file(tmp_path):
+    _expect_decode_error(tmp_path / "nowhere.png", "file not found")
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height pixels: Pillow's bomb check reads only the header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    _png_header_only(path, 20_000, 20_000)
+    _expect_decode_error(path, "too large", "400000000 pixels")
+
+
+def test_16bit_grayscale_png_scaled_to_8bit(tmp_path):
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    path = tmp_path / "depth.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    out = np.asarray(open_image(path))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))
+    assert out.min() == 0 and out.max() == 255
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_cmyk_jpeg_becomes_rgb(photos, tmp_path):
+    path = tmp_path / "print.jpg"
+    Image.fromarray(photos["flower"]).convert("CMYK").save(path, quality=95)
+    assert Image.open(path).mode == "CMYK"
+    out = np.asarray(open_image(path))
+    assert out.shape == photos["flower"].shape
+    assert np.abs(out.astype(int) - photos["flower"]).mean() < 3  # JPEG loss only, no colour inversion
+
+
+def test_rgba_composited_on_white(tmp_path):
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :, 3] = [[0], [255], [128]]  # row 0 transparent, row 1 opaque, row 2 half
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    for source in (path, rgba):
+        out = np.asarray(open_image(source))
+        assert out[0].tolist() == [[255, 255, 255]] * 4
+        assert out[1].tolist() == [[200, 0, 0]] * 4
+        np.testing.assert_allclose(out[2, 0], [227, 127, 127], atol=1)
+
+
+def test_palette_with_transparency(tmp_path):
+    index = np.zeros((4, 4), np.uint8)
+    index[2:] = 1
+    img = Image.fromarray(index, "P")
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    path = tmp_path / "palette.png"
+    img.save(path, transparency=1)  # palette entry 1 (blue) is fully transparent
+    out = np.asarray(open_image(path))
+    assert out[0, 0].tolist() == [255, 0, 0]
+    assert out[3, 3].tolist() == [255, 255, 255]
+
+
+def test_grayscale_and_one_pixel_images(tmp_path):
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((5, 7), 77, np.uint8)).save(gray)
+    out = open_image(gray)
+    assert out.mode == "RGB" and out.size == (7, 5)
+    assert np.all(np.asarray(out) == 77)
+    dot = tmp_path / "dot.png"
+    Image.fromarray(np.array([[[10, 20, 30]]], np.uint8)).save(dot)
+    spec = PreprocessSpec(image_size=8)
+    pixels = preprocess(dot, spec)
+    assert pixels.shape == (1, 3, 8, 8)
+    expected = (np.array([10, 20, 30]) / 255 - np.array(spec.mean)) / np.array(spec.std)
+    np.testing.assert_allclose(pixels[0, :, 4, 4], expected, atol=1e-5)  # upscaling a flat image stays flat
+
+
+def test_exif_orientation_honoured(tmp_path):
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # left half red
+    stored[:, 20:] = (0, 0, 255)  # right half blue
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "phone.jpg"
+    img.save(path, exif=exif.tobytes(), quality=95)
+    out = np.asarray(open_image(path))
+    assert out.shape == (40, 20, 3)  # portrait now
+    assert out[5, 10, 0] > 200 and out[5, 10, 2] < 50  # the left half is now the top half
+    assert out[35, 10, 2] > 200 and out[35, 10, 0] < 50
+
+
+def test_uint8_arrays_hwc_hw_and_single_channel(photos):
+    rgb = photos["china"][:10, :12]
+    np.testing.assert_array_equal(np.asarray(open_image(rgb)), rgb)
+    gray = rgb[..., 1]
+    for source in (gray, gray[..., None]):
+        out = np.asarray(open_image(source))
+        assert out.shape == (10, 12, 3)
+        np.testing.assert_array_equal(out[..., 2], gray)
+
+
+def test_float_array_refused_with_a_hint():
+    with pytest.raises(ImageDecodeError, match=r"expected uint8 pixels, got float32; convert first"):
+        open_image(np.zeros((4, 4, 3), np.float32))
+
+
+def test_array_of_wrong_shape_refused():
+    with pytest.raises(ImageDecodeError, match=r"expected HW or HWC pixels, got shape \(4, 4, 2\)"):
+        open_image(np.zeros((4, 4, 2), np.uint8))

@@ -1,0 +1,5 @@
+import sys
+
+from vledge.cli import main
+
+sys.exit(main())

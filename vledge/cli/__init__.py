@@ -1,0 +1,46 @@
+"""The `vledge` command line: one module per command, heavy imports only inside the command that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vledge import __version__
+from vledge.errors import VledgeError
+
+COMMANDS = ("train", "eval", "targets")
+
+
+def _parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="vledge", description="Compress vision-language models and run them on edge devices.")
+    parser.add_argument("--version", action="version", version=f"vledge {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"vledge.cli.{name}_cmd")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except VledgeError as exc:
+        print(f"vledge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vledge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

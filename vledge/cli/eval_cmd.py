@@ -1,0 +1,33 @@
+"""`vledge eval`: zero-shot accuracy and retrieval recall of a checkpoint or a bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="zero-shot top-1/top-5 and recall@k of a checkpoint or bundle")
+    p.add_argument("model", help="a checkpoint folder (vledge, Hugging Face CLIP, LoRA adapter) or a bundle")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="for bundles: auto, cpu, cuda, tensorrt, NPU, ...")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from vledge.data import load_dataset
+    from vledge.evaluate import evaluate, format_report, load_embedder
+
+    embedder = load_embedder(args.model, device=args.device)
+    data = load_dataset(args.data, args.split, args.data_dir)
+    report = evaluate(embedder, data, batch_size=args.batch_size, max_samples=args.max_samples, progress=True)
+    print(format_report(report, title=f"{args.model} on {data.describe()}"))
+    if args.json_out:
+        out = {"model": str(args.model), "data": data.describe(), **report.to_dict()}
+        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0

@@ -1,0 +1,23 @@
+"""`vledge targets`: the targets table, and whether each target's runtime can run here."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("targets", help="list deployment targets and whether their runtime runs on this machine")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from vledge.runtimes.selection import available_placements
+    from vledge.targets import TARGETS
+
+    available = available_placements()
+    rows = [("target", "format", "precision", "runs here as", "install", "description")]
+    for name, spec in TARGETS.items():
+        here = next((str(p) for p in spec.chain if p in available), "no")
+        rows.append((name, spec.export_format, spec.precision, here, f'vledge[{spec.extra}]', spec.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
