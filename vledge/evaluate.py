@@ -164,7 +164,21 @@ def load_embedder(path, device: str = "auto") -> Embedder:
     if (Path(path) / MANIFEST).is_file():
         import vledge.runtimes
 
-        return vledge.runtimes.load(path, device=device)
+        return RuntimeEmbedder(vledge.runtimes.load(path, device=device))
     from vledge.models import load_teacher
 
     return TorchEmbedder(load_teacher(path))
+
+
+class RuntimeEmbedder:
+    """An ``Embedder`` over a loaded bundle (``vledge.load``): the same metrics for both worlds."""
+
+    def __init__(self, edge_model):
+        self.edge = edge_model
+        self.preprocess = edge_model.manifest.preprocess
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.edge.encode_pixels(pixels)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.edge.encode_text(list(texts))

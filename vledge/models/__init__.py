@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from vledge.errors import CheckpointError
+from vledge.models import hf_clip, narrow_resnet  # noqa: F401  register the clip-* and narrow_resnet towers
 from vledge.models.checkpoint import CONFIG_FILE, MODEL_TYPE, load_dual_encoder, read_json, save_dual_encoder
 from vledge.models.dual_encoder import DualEncoder
 
@@ -28,7 +29,7 @@ def load_teacher(path: str | os.PathLike, *, adapter: str | os.PathLike | None =
         return lora.load_adapter_folder(root, allow_pickle=allow_pickle)
     model = _load_base(root, allow_pickle)
     if adapter is not None:
-        model = lora.merge_adapter_(model, Path(adapter))
+        model = lora.merge_adapter_(model, Path(adapter), allow_pickle=allow_pickle)
     return model
 
 
