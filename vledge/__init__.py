@@ -8,3 +8,10 @@ def load(path, device: str = "auto", strict: bool = False, backend: str | None =
     from vledge.runtimes import load as _load
 
     return _load(path, device=device, strict=strict, backend=backend, **options)
+
+
+def compress(teacher, *, out, target: str = "cpu", **kwargs):
+    """Compress a teacher into a verified edge bundle; see :func:`vledge.compress.compress` (needs torch)."""
+    from vledge.compress.pipeline import compress as _compress
+
+    return _compress(teacher, out=out, target=target, **kwargs)

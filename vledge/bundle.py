@@ -180,3 +180,14 @@ def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManif
                     "it was changed after export; refusing to load it"
                 )
     return manifest
+
+
+def folder_fingerprint(*folders: str | os.PathLike) -> str:
+    """sha256 over the names and contents of every file in ``folders`` (a teacher's identity)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        root = Path(folder)
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(sha256_file(path).encode())
+    return digest.hexdigest()

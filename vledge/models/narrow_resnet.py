@@ -64,5 +64,4 @@ def _build(cfg: dict, embed_dim: int) -> nn.Module:
     return BackboneTower(cfg, embed_dim, backbone, backbone.width)
 
 
-if ARCH not in IMAGE_TOWERS:  # importing twice (e.g. under two module names) must not register twice
-    IMAGE_TOWERS.register(ARCH, _build)
+IMAGE_TOWERS.register(ARCH, _build)

@@ -1,0 +1,167 @@
+"""Write a bundle folder atomically: build it in a temporary sibling, then rename it into place.
+
+An exception or interrupt at any point leaves ``out`` as it was and removes the temporary folder, so
+a device never sees half a bundle. No torch here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from vledge.bundle import MANIFEST, BundleManifest, TowerSpec, write_manifest
+from vledge.errors import BundleError, ConfigError
+from vledge.images import PreprocessSpec
+from vledge.targets import get_target
+from vledge.text import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.json"
+LABEL_EMBEDDINGS_FILE = "label_embeddings.npy"
+# Distribution names recorded in every bundle's provenance, when installed.
+TOOLCHAIN = ("vledge", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "optimum", "torch", "transformers")
+
+
+def toolchain_versions() -> dict[str, str]:
+    """Installed versions of vledge and its toolchain (read from package metadata: nothing is imported)."""
+    versions = {}
+    for dist in TOOLCHAIN:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_bundle(
+    out: str | os.PathLike,
+    *,
+    towers: dict[str, tuple[TowerSpec, list[Path]]],
+    tokenizer: TextTokenizer,
+    preprocess: PreprocessSpec,
+    target: str,
+    precision: str,
+    embed_dim: int,
+    logit_scale: float,
+    labels: dict | None = None,
+    config: dict,
+    metrics: dict,
+    provenance: dict,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete bundle to ``out`` and return its path.
+
+    ``towers`` maps ``"image"`` / ``"text"`` to the tower's spec and the files that make it (an
+    ``.onnx`` with any external-data files, or an OpenVINO ``.xml`` with its ``.bin``); files are
+    copied under their own names, and ``spec.file`` must be one of them.
+    ``logit_scale`` is the multiplier of cosine similarities (the exp of a model's learned log scale).
+    ``labels``, when given, is a compiled label set: ``{"names": [...], "embeddings": (n, embed_dim)
+    float32 L2-normalised, "templates": [...] (optional, the prompts the embeddings were made from)}``.
+
+    An existing ``out`` is refused unless ``overwrite``; then it is replaced only once the new bundle
+    is complete, and only if it is a bundle (has ``vledge.json``) or an empty folder.
+    """
+    out = Path(out)
+    get_target(target)  # unknown names fail here, with a "did you mean"
+    if not towers or not set(towers) <= {"image", "text"}:
+        raise ConfigError(f"a bundle holds an 'image' and/or a 'text' tower, got {sorted(towers)}")
+    _check_destination(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        copied = {kind: _copy_tower(kind, spec, files, staging) for kind, (spec, files) in towers.items()}
+        tokenizer.save(staging)
+        label_entry = _write_labels(staging, labels, embed_dim) if labels is not None else None
+        manifest = BundleManifest(
+            target=target,
+            precision=precision,
+            embed_dim=int(embed_dim),
+            logit_scale=float(logit_scale),
+            towers=copied,
+            preprocess=preprocess,
+            tokenizer=tokenizer.spec,
+            labels=label_entry,
+            config=config,
+            metrics=metrics,
+            provenance={**provenance, "versions": {**toolchain_versions(), **provenance.get("versions", {})}},
+        )
+        write_manifest(staging, manifest)
+        _move_into_place(staging, out)
+    except BaseException:  # interrupts too: never leave a half-written folder behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("bundle written to %s (%d files)", out, len(manifest.files) + 1)
+    return out
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise BundleError(f"{out} already exists; choose another folder or pass overwrite=True (--overwrite)")
+    if not out.is_dir() or not ((out / MANIFEST).is_file() or not any(out.iterdir())):
+        raise BundleError(
+            f"refusing to overwrite {out}: it is not a vledge bundle (no {MANIFEST}); remove it yourself "
+            "or choose another folder"
+        )
+
+
+def _copy_tower(kind: str, spec: TowerSpec, files: list[Path], staging: Path) -> TowerSpec:
+    names = [Path(f).name for f in files]
+    if spec.file not in names:
+        raise ConfigError(f"the {kind} tower's file {spec.file!r} is not among its files {names}")
+    if spec.format == "openvino" and Path(spec.file).with_suffix(".bin").name not in names:
+        raise ConfigError(f"the {kind} tower {spec.file} is OpenVINO IR but its .bin weights file was not given")
+    for src, name in zip(files, names):
+        dest = staging / name
+        if dest.exists():
+            raise ConfigError(f"two bundle files are both named {name!r}; give the towers distinct file names")
+        if not Path(src).is_file():
+            raise ConfigError(f"the {kind} tower's file {src} does not exist")
+        shutil.copyfile(src, dest)
+    return spec
+
+
+def _write_labels(staging: Path, labels: dict, embed_dim: int) -> dict:
+    names = list(labels.get("names") or [])
+    embeddings = np.asarray(labels.get("embeddings"), dtype=np.float32)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError("a compiled label set needs a non-empty list of label names")
+    if len(set(names)) != len(names):
+        raise ConfigError("the compiled label set has duplicate names; each label must appear once")
+    if embeddings.shape != (len(names), embed_dim):
+        raise ConfigError(
+            f"label embeddings have shape {embeddings.shape}, expected ({len(names)}, {embed_dim})"
+        )
+    if not np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-3):
+        raise ConfigError("label embeddings must be L2-normalised (each row of norm 1)")
+    record = {"names": names}
+    if labels.get("templates"):
+        record["templates"] = list(labels["templates"])
+    (staging / LABELS_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    np.save(staging / LABEL_EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+    return {"file": LABELS_FILE, "embeddings": LABEL_EMBEDDINGS_FILE}
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    # POSIX cannot rename a folder over a non-empty one: move the old one aside, and back on failure.
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,384 @@
+"""Stage 3 of ``vledge compress``: distil a frozen teacher's embedding space into a student.
+
+Per training batch (TinyCLIP / CLIP-KD):
+- affinity: the student's in-batch image->text and text->image similarity distributions match the
+  teacher's (KL at ``temperature``);
+- mimicry: student image and text embeddings point where the teacher's do (1 - cosine);
+- contrastive: plain InfoNCE on the student, only when the data has real captions;
+- with class names (``data.classes``): every class prompt (classes x templates) is mimicked each step,
+  and each image's distribution over the prompt-ensemble classes matches the teacher's, since those
+  prompts are what zero-shot classification compares against.
+
+The held-out split drives early stopping (distillation loss or top-1 agreement with the teacher); the
+best weights seen on it, the student as built included, are restored at the end.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vledge.data.base import Batch, ImageTextDataset
+from vledge.errors import ConfigError, DataError
+from vledge.progress import progress_bar
+from vledge.train.losses import affinity_distillation_loss, contrastive_loss, embedding_mimic_loss
+from vledge.train.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+CONFIG_VERSION = 1
+MONITORS = ("loss", "agreement")
+
+# (batch, texts) -> the teacher's normalised image embeddings (B, D) and text embeddings (len(texts), D)
+TeacherForward = Callable[[Batch, "list[str]"], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Distillation settings.
+
+    epochs, batch_size, lr, weight_decay, warmup_fraction: AdamW with linear warm-up then cosine decay.
+    temperature: of the affinity distributions (similarity / temperature).
+    affinity_weight, mimic_weight, contrastive_weight: weights of the three loss terms.
+    val_fraction: share of the (capped) data held out for early stopping and best-weight selection.
+    patience: epochs without improvement of ``monitor`` tolerated before stopping; None never stops early.
+    monitor: "loss" (held-out distillation loss) or "agreement" (held-out top-1 agreement with the teacher).
+    min_delta: the least change of the monitored value that counts as an improvement.
+    max_samples: cap on training images per epoch, to bound time (None: all); the held-out split is
+        ``val_fraction`` of the pool they are drawn from.
+    seed: data split, shuffling and dropout. num_threads: torch CPU threads while distilling (None: as is).
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    temperature: float = 0.05
+    affinity_weight: float = 1.0
+    mimic_weight: float = 1.0
+    contrastive_weight: float = 0.1
+    val_fraction: float = 0.05
+    patience: int | None = 2
+    monitor: str = "loss"
+    min_delta: float = 0.0
+    max_samples: int | None = 20000
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        def count(v, least):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        weights = (self.affinity_weight, self.mimic_weight, self.contrastive_weight)
+        checks = [
+            ("epochs", count(self.epochs, 1), "must be an integer >= 1"),
+            ("batch_size", count(self.batch_size, 2), "must be an integer >= 2 (in-batch losses need pairs)"),
+            ("lr", number(self.lr) and self.lr > 0, "must be a positive number"),
+            ("weight_decay", number(self.weight_decay) and self.weight_decay >= 0, "must be >= 0"),
+            ("warmup_fraction", number(self.warmup_fraction) and 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
+            ("temperature", number(self.temperature) and self.temperature > 0, "must be a positive number"),
+            ("affinity_weight", number(self.affinity_weight) and self.affinity_weight >= 0, "must be >= 0"),
+            ("mimic_weight", number(self.mimic_weight) and self.mimic_weight >= 0, "must be >= 0"),
+            ("contrastive_weight", number(self.contrastive_weight) and self.contrastive_weight >= 0, "must be >= 0"),
+            ("mimic_weight", not all(map(number, weights)) or self.affinity_weight + self.mimic_weight > 0,
+             "or affinity_weight must be positive, else nothing is distilled"),
+            ("val_fraction", number(self.val_fraction) and 0 < self.val_fraction < 1, "must be in (0, 1)"),
+            ("patience", self.patience is None or count(self.patience, 0), "must be None or an integer >= 0"),
+            ("min_delta", number(self.min_delta) and self.min_delta >= 0, "must be >= 0"),
+            ("max_samples", self.max_samples is None or count(self.max_samples, 2), "must be None or an integer >= 2"),
+            ("seed", count(self.seed, 0), "must be an integer >= 0"),
+            ("num_threads", self.num_threads is None or count(self.num_threads, 1), "must be None or an integer >= 1"),
+        ]
+        for name, ok, requirement in checks:
+            if not ok:
+                raise ConfigError(f"invalid DistillConfig: {name} {requirement}, got {getattr(self, name)!r}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(
+                f"invalid DistillConfig: monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}"
+                f"{_did_you_mean(str(self.monitor), MONITORS)}"
+            )
+
+    def to_dict(self) -> dict:
+        return {"version": CONFIG_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DistillConfig":
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"DistillConfig version {version!r} is not supported (this vledge reads {CONFIG_VERSION})")
+        known = cls.__dataclass_fields__
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"DistillConfig: unknown key {key!r}{_did_you_mean(key, known)}; known: {', '.join(known)}")
+        return cls(**data)
+
+
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class DistillReport:
+    """What distillation did. ``initial`` holds the held-out metrics of the student as built (epoch 0)."""
+
+    epochs_run: int
+    best_epoch: int  # 0: no epoch beat the student as built, which was kept
+    monitor: str
+    best_metric: float
+    initial: dict
+    history: list[dict] = field(default_factory=list)  # per epoch: losses, held-out metrics, lr, speed
+    seconds: float = 0.0
+    stopped_early: bool = False
+    train_images: int = 0
+    val_images: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        kept = self.history[self.best_epoch - 1] if self.best_epoch else self.initial
+        early = ", stopped early" if self.stopped_early else ""
+        return (
+            f"distil: {self.epochs_run} epochs{early} in {self.seconds:.1f} s on {self.train_images} images "
+            f"({self.val_images} held out): loss {self.initial['val_loss']:.4f} -> {kept['val_loss']:.4f}, "
+            f"teacher agreement {self.initial['val_agreement']:.3f} -> {kept['val_agreement']:.3f} "
+            f"(epoch {self.best_epoch} kept)"
+        )
+
+
+def teacher_embeddings(teacher, batch: Batch, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen teacher's normalised embeddings of one batch: its images, and ``texts``.
+
+    The one place the teacher runs during training, so a cache of teacher outputs can stand in for it.
+    """
+    with torch.no_grad():
+        pixels = torch.from_numpy(batch.pixels).to(teacher.device())
+        return teacher.encode_image(pixels), teacher.encode_text(*teacher.tokenize(texts))
+
+
+class _Prompts:
+    """The class prompts (classes x templates, class-major) and the teacher's embeddings of them."""
+
+    def __init__(self, data: ImageTextDataset, teacher, device: torch.device):
+        self.texts = [t.format(c) for c in data.classes for t in data.templates] if data.classes else []
+        self.n_classes = len(data.classes or [])
+        self.teacher = None
+        if self.texts:
+            with torch.no_grad():
+                self.teacher = teacher.encode_text(*teacher.tokenize(self.texts)).to(device)
+
+    def classes(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        """Prompt ensemble: the normalised mean of each class's prompts."""
+        return F.normalize(prompt_embeds.view(self.n_classes, -1, prompt_embeds.shape[-1]).mean(1), dim=-1)
+
+
+def _unique_texts(captions: list[str], prompts: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """One list holding the prompts then any other caption once; positions of captions and prompts in it."""
+    position = {t: i for i, t in enumerate(dict.fromkeys(prompts))}
+    for caption in captions:
+        position.setdefault(caption, len(position))
+    texts = list(position)
+    return texts, torch.tensor([position[c] for c in captions]), torch.tensor([position[p] for p in prompts], dtype=torch.long)
+
+
+def _losses(config: DistillConfig, student, prompts: _Prompts, s_img, s_all, cap_pos, prompt_pos, t_img, t_txt, contrastive: bool):
+    s_txt = s_all[cap_pos]
+    affinity = affinity_distillation_loss(s_img, s_txt, t_img, t_txt, config.temperature)
+    mimic = embedding_mimic_loss(s_img, t_img) + embedding_mimic_loss(s_txt, t_txt)
+    if prompts.texts:
+        s_prompts = s_all[prompt_pos]
+        mimic = mimic + embedding_mimic_loss(s_prompts, prompts.teacher)
+        affinity = affinity + affinity_distillation_loss(
+            s_img, prompts.classes(s_prompts), t_img, prompts.classes(prompts.teacher), config.temperature
+        )
+    total = config.affinity_weight * affinity + config.mimic_weight * mimic
+    parts = {"affinity": float(affinity.detach()), "mimic": float(mimic.detach())}
+    if contrastive:
+        scale = student.logit_scale.detach().exp()  # the teacher's scale, kept fixed
+        con = contrastive_loss(scale * s_img @ s_txt.t())
+        total = total + config.contrastive_weight * con
+        parts["contrastive"] = float(con.detach())
+    return total, parts
+
+
+def _split(n: int, config: DistillConfig) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(config.seed)
+    pool_size = n if config.max_samples is None else min(n, max(4, math.ceil(config.max_samples / (1 - config.val_fraction))))
+    pool = rng.permutation(n)[:pool_size]
+    n_val = min(pool_size - 2, max(2, round(pool_size * config.val_fraction)))  # pairs on both sides
+    return np.sort(pool[n_val:]), np.sort(pool[:n_val])
+
+
+def _chunks(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    # A trailing chunk of one cannot form in-batch pairs (and breaks BatchNorm): drop it.
+    return [c for c in (indices[i : i + size] for i in range(0, len(indices), size)) if len(c) >= 2]
+
+
+class _HeldOut:
+    """The held-out batches with the teacher's outputs on them, computed once (the teacher is frozen)."""
+
+    def __init__(self, data, indices, config, student, teacher_forward):
+        self.batches = []
+        for chunk in _chunks(indices, config.batch_size) or [indices]:
+            batch = data.batch(chunk, student.preprocess, variant=0)
+            if len(batch.indices) < 2:
+                continue
+            texts, cap_pos, _ = _unique_texts(batch.captions, [])
+            t_img, t_txt = (t.to(student.device()) for t in teacher_forward(batch, texts))
+            self.batches.append((batch, texts, cap_pos, t_img, t_txt[cap_pos]))
+        if not self.batches:
+            raise DataError(f"no held-out batch of {data.describe()} could be decoded")
+        self.images = sum(len(b[0].indices) for b in self.batches)
+
+    @torch.no_grad()
+    def evaluate(self, student, prompts: _Prompts, config: DistillConfig) -> dict:
+        student.eval()
+        s_prompts = student.encode_text(*student.tokenize(prompts.texts)) if prompts.texts else None
+        loss, agree = 0.0, 0
+        for batch, texts, cap_pos, t_img, t_txt in self.batches:
+            s_img = student.encode_image(torch.from_numpy(batch.pixels).to(student.device()))
+            s_own = student.encode_text(*student.tokenize(texts))
+            s_all = torch.cat([s_prompts, s_own]) if s_prompts is not None else s_own
+            offset = len(prompts.texts)
+            prompt_pos = torch.arange(offset)
+            total, _ = _losses(config, student, prompts, s_img, s_all, cap_pos + offset, prompt_pos, t_img, t_txt, False)
+            loss += float(total) * len(batch.indices)
+            if prompts.texts:  # zero-shot class agreement
+                s_ref, t_ref = prompts.classes(s_prompts), prompts.classes(prompts.teacher)
+            else:  # in-batch image -> caption retrieval agreement
+                s_ref, t_ref = s_all[cap_pos + offset], t_txt
+            agree += int(((s_img @ s_ref.t()).argmax(1) == (t_img @ t_ref.t()).argmax(1)).sum())
+        return {"val_loss": loss / self.images, "val_agreement": agree / self.images}
+
+
+def _optimizer(student, config: DistillConfig) -> torch.optim.Optimizer:
+    # The logit scale stays the teacher's; norms and biases take no weight decay.
+    params = [(n, p) for n, p in student.named_parameters() if p.requires_grad and n != "logit_scale"]
+    decay = [p for _, p in params if p.dim() >= 2]
+    no_decay = [p for _, p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+
+
+def _improved(value: float, best: float, config: DistillConfig) -> bool:
+    if config.monitor == "loss":
+        return value < best - config.min_delta
+    return value > best + config.min_delta
+
+
+def distill(student, teacher, data: ImageTextDataset, config: DistillConfig | None = None, *,
+            teacher_forward: TeacherForward | None = None) -> DistillReport:
+    """Train ``student`` in place to reproduce ``teacher`` on ``data``; return a :class:`DistillReport`.
+
+    The teacher runs in eval mode under ``no_grad`` and is never updated. ``teacher_forward`` replaces
+    :func:`teacher_embeddings` (e.g. with a cache of teacher outputs). The student ends in eval mode
+    holding the weights that scored best on the held-out split.
+    """
+    config = config or DistillConfig()
+    if student.embed_dim != teacher.embed_dim:
+        raise ConfigError(
+            f"student embed_dim {student.embed_dim} differs from the teacher's {teacher.embed_dim}: "
+            "build the student with vledge.compress.students.build_student so both share one space"
+        )
+    if not data.classes and not data.has_captions:
+        raise DataError(f"{data.describe()} has neither captions nor class names: distillation needs texts")
+    if len(data) < 4:
+        raise DataError(f"{data.describe()}: distillation needs at least 4 images (two to train on, two held out)")
+    threads = torch.get_num_threads()
+    teacher_was_training = teacher.training
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        teacher.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return _run(student, teacher, data, config, teacher_forward or (lambda b, t: teacher_embeddings(teacher, b, t)))
+    finally:
+        torch.set_num_threads(threads)
+        teacher.train(teacher_was_training)
+        student.eval()
+
+
+def _run(student, teacher, data, config: DistillConfig, teacher_forward: TeacherForward) -> DistillReport:
+    start = time.perf_counter()
+    device = student.device()
+    train_idx, val_idx = _split(len(data), config)
+    prompts = _Prompts(data, teacher, device)
+    held_out = _HeldOut(data, val_idx, config, student, teacher_forward)
+    contrastive = bool(data.has_captions and config.contrastive_weight > 0)
+    steps_per_epoch = max(1, len(_chunks(train_idx, config.batch_size)))
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = _optimizer(student, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(config.warmup_fraction * total_steps), floor=0.0)
+    )
+    initial = held_out.evaluate(student, prompts, config)
+    metric = "val_loss" if config.monitor == "loss" else "val_agreement"
+    best, best_epoch, bad_epochs = initial[metric], 0, 0
+    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    report = DistillReport(0, 0, config.monitor, best, initial, train_images=len(train_idx), val_images=held_out.images)
+    rng = np.random.default_rng(config.seed + 1)
+    bar = progress_bar(range(total_steps), desc="distil", total=total_steps, enabled=log.isEnabledFor(logging.INFO))
+    steps = iter(bar)
+    for epoch in range(1, config.epochs + 1):
+        epoch_start, seen, sums = time.perf_counter(), 0, {}
+        student.train()
+        for chunk in _chunks(rng.permutation(train_idx), config.batch_size) or [train_idx]:
+            next(steps, None)
+            batch = data.batch(chunk, student.preprocess, variant=epoch)
+            if len(batch.indices) < 2:
+                continue
+            texts, cap_pos, prompt_pos = _unique_texts(batch.captions, prompts.texts)
+            t_img, t_txt = (t.to(device) for t in teacher_forward(batch, texts))
+            s_img = student.encode_image(torch.from_numpy(batch.pixels).to(device))
+            s_all = student.encode_text(*student.tokenize(texts))
+            loss, parts = _losses(config, student, prompts, s_img, s_all, cap_pos, prompt_pos, t_img, t_txt[cap_pos], contrastive)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(batch.indices)
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value * len(batch.indices)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(epoch=epoch, loss=f"{float(loss):.4f}")
+        train_seconds = time.perf_counter() - epoch_start
+        held = held_out.evaluate(student, prompts, config)
+        entry = {
+            "epoch": epoch, **{f"train_{k}": v / max(1, seen) for k, v in sums.items()}, **held,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start,
+            "images_per_second": seen / max(train_seconds, 1e-9),
+        }
+        report.history.append(entry)
+        report.epochs_run = epoch
+        log.debug("distil epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items()})
+        if _improved(held[metric], best, config):
+            best, best_epoch, bad_epochs = held[metric], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if config.patience is not None and bad_epochs > config.patience:
+                report.stopped_early = epoch < config.epochs
+                break
+    if hasattr(bar, "close"):
+        bar.close()
+    student.load_state_dict(best_state)
+    report.best_epoch, report.best_metric = best_epoch, best
+    report.seconds = time.perf_counter() - start
+    log.info(report.summary())
+    return report

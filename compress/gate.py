@@ -1,0 +1,78 @@
+"""The verify gate with recovery: if the quantized bundle loses too much, keep the tower that drifted
+most from its FP32 self in higher precision, verify again, and record it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vledge.bundle import TowerSpec
+from vledge.compress.config import CompressConfig
+from vledge.compress.stages import Exported, Quantized, fp32_tower
+from vledge.compress.verify import VerifyReport, gate_metric, verify_bundle
+from vledge.compress.workdir import WorkDir
+from vledge.evaluate import TorchEmbedder, evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verified:
+    report: VerifyReport
+    towers: dict[str, tuple[TowerSpec, list[Path]]]
+    edge: object  # the loaded candidate bundle (vledge.runtimes.EdgeModel)
+    recovered: list[dict] = field(default_factory=list)
+
+
+def candidate_bundle(folder: Path, student, towers, config: CompressConfig):
+    """Write the towers as a bundle (no labels, no metrics yet) and load it through the edge runtime."""
+    import math
+
+    import vledge.runtimes
+    from vledge.compress.bundle import write_bundle
+
+    write_bundle(
+        folder, towers=towers, tokenizer=student.tokenizer, preprocess=student.preprocess, target=config.target,
+        precision=bundle_precision(towers), embed_dim=student.embed_dim,
+        logit_scale=math.exp(float(student.logit_scale)), config=config.to_dict(), metrics={}, provenance={},
+        overwrite=True,
+    )
+    return vledge.runtimes.load(folder)
+
+
+def bundle_precision(towers) -> str:
+    precisions = sorted({spec.precision for spec, _ in towers.values()})
+    return precisions[0] if len(precisions) == 1 else "+".join(precisions)
+
+
+def verify_with_recovery(teacher, student, held_out, exported: Exported, quantized: Quantized,
+                         config: CompressConfig, work: WorkDir) -> Verified:
+    limit = config.eval_samples
+    teacher_eval = evaluate(TorchEmbedder(teacher), held_out, max_samples=limit)
+    student_eval = evaluate(TorchEmbedder(student), held_out, max_samples=limit)
+    _, teacher_value = gate_metric(teacher_eval)
+    metric, student_value = gate_metric(student_eval)
+    towers = dict(quantized.towers)
+    recovered: list[dict] = []
+    while True:
+        edge = candidate_bundle(work.path("candidate"), student, towers, config)
+        report = verify_bundle(edge, student, held_out, teacher_eval=teacher_eval, student_eval=student_eval,
+                               tolerance=config.tolerance, max_samples=limit)
+        if report.passed:
+            break
+        if teacher_value - student_value > config.tolerance:
+            log.warning("verify: the FP32 student itself loses %.2f points of %s: precision cannot recover that",
+                        (teacher_value - student_value) * 100, metric)
+            break
+        candidates = [k for k in sorted(report.cosine_to_fp32, key=report.cosine_to_fp32.get)
+                      if towers[k][0].precision != "fp32"]
+        if not candidates:
+            break
+        kind = candidates[0]
+        log.warning("verify: %s below tolerance; keeping the %s tower in FP32 (cosine to FP32 %.4f) and retrying",
+                    metric, kind, report.cosine_to_fp32[kind])
+        towers[kind] = fp32_tower(exported, kind, config, work.path("quantize"))
+        recovered.append({"tower": kind, "precision": "fp32", "cosine_before": report.cosine_to_fp32[kind],
+                          "drop_before": report.drop})
+    return Verified(report, towers, edge, recovered)

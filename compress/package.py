@@ -1,0 +1,52 @@
+"""Stage 8, bundle: measured sizes, the compiled label set, provenance, and the atomic final write."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from vledge.compress.config import CompressConfig
+from vledge.compress.gate import Verified, bundle_precision
+from vledge.compress.stages import count_parameters
+
+DEFAULT_TEMPLATES = ("{}",)
+
+
+def size_metrics(teacher_path, teacher, student, towers) -> dict:
+    """Parameters and bytes of teacher and bundle, and their ratios."""
+    teacher_bytes = sum(p.stat().st_size for p in Path(teacher_path).rglob("*.safetensors"))
+    bundle_bytes = sum(f.stat().st_size for _, files in towers.values() for f in files)
+    t_params, s_params = count_parameters(teacher), count_parameters(student)
+    return {
+        "teacher_params": t_params,
+        "student_params": s_params,
+        "param_ratio": round(t_params / s_params, 2),
+        "teacher_bytes": teacher_bytes,
+        "bundle_bytes": bundle_bytes,
+        "size_ratio": round(teacher_bytes / bundle_bytes, 2) if teacher_bytes else None,
+    }
+
+
+def label_set(edge, teacher, labels: list[str] | None) -> dict | None:
+    """The compiled label set: the given labels, else the teacher's class names, through the bundle's text tower."""
+    names = labels or (teacher.labels or {}).get("classes")
+    if not names:
+        return None
+    templates = list((teacher.labels or {}).get("templates") or DEFAULT_TEMPLATES)
+    return {"names": list(names), "templates": templates, "embeddings": edge.label_embeddings(list(names), templates)}
+
+
+def write_final_bundle(out: Path, teacher, student, verified: Verified, config: CompressConfig, metrics: dict,
+                       teacher_id: str, labels: list[str] | None, overwrite: bool) -> Path:
+    from vledge.compress.bundle import write_bundle
+
+    provenance = {
+        "teacher": {"path": teacher.source.get("path"), "kind": teacher.source.get("kind"), "sha256": teacher_id},
+        "student": student.source.get("student", config.student),
+    }
+    return write_bundle(
+        out, towers=verified.towers, tokenizer=student.tokenizer, preprocess=student.preprocess,
+        target=config.target, precision=bundle_precision(verified.towers), embed_dim=student.embed_dim,
+        logit_scale=math.exp(float(student.logit_scale)), labels=label_set(verified.edge, teacher, labels),
+        config=config.to_dict(), metrics=metrics, provenance=provenance, overwrite=overwrite,
+    )

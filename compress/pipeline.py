@@ -1,0 +1,165 @@
+"""`vledge compress`: teacher -> student -> distil -> prune -> export -> quantize -> verify -> bundle.
+
+Each stage is a function usable on its own; this module runs them in order, logs one summary line
+per stage and gathers one report. Expensive stages (distil, prune) are kept in a work folder so an
+interrupted run can `--resume`; the bundle itself is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vledge.compress.config import CompressConfig, resolve_config
+from vledge.compress.workdir import WorkDir, stage_key
+from vledge.errors import BundleError, ConfigError, VerificationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    summary: str
+    seconds: float
+    reused: bool = False
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class CompressReport:
+    target: str
+    out: str | None
+    passed: bool
+    stages: list[StageRecord] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"{s.name:<9} {s.seconds:7.1f} s{' (resumed)' if s.reused else ''}  {s.summary}" for s in self.stages]
+        return "\n".join(lines)
+
+    def headline(self) -> str:
+        m = self.metrics
+        metric = m["metric"]
+
+        def value(side: dict) -> float:
+            return side[metric] if metric == "top1" else side["recall"][metric]
+
+        return (
+            f"{metric}: teacher {value(m['teacher']):.4f} -> bundle {value(m['bundle']):.4f} "
+            f"({value(m['bundle']) / max(value(m['teacher']), 1e-12) * 100:.1f}% kept); "
+            f"params {m['teacher_params'] / 1e6:.2f}M -> {m['student_params'] / 1e6:.2f}M ({m['param_ratio']}x); "
+            f"size {m['teacher_bytes'] / 1e6:.1f} MB -> {m['bundle_bytes'] / 1e6:.2f} MB ({m['size_ratio']}x)"
+        )
+
+
+class _Recorder:
+    def __init__(self, report: CompressReport):
+        self.report = report
+
+    def add(self, name: str, summary: str, started: float, *, reused: bool = False, **details) -> None:
+        record = StageRecord(name, summary, round(time.perf_counter() - started, 1), reused, details)
+        self.report.stages.append(record)
+        log.info("%s: %s%s", name, summary, " (resumed)" if reused else "")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+
+
+def _held_out(config: CompressConfig):
+    """Training data for distillation and calibration, and held-out data for the gate."""
+    from vledge.data import DATASETS, load_dataset
+    from vledge.data.base import split
+
+    train = load_dataset(config.data, "train", config.data_dir)
+    if config.data in DATASETS:
+        return train, load_dataset(config.data, "test", config.data_dir)
+    return split(train, 0.1, config.seed)
+
+
+def compress(
+    teacher: str | Path,
+    *,
+    out: str | Path,
+    target: str = "cpu",
+    config: CompressConfig | None = None,
+    adapter: str | Path | None = None,
+    labels: list[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    work_dir: str | Path | None = None,
+    keep_work: bool = False,
+) -> CompressReport:
+    """Compress the joint model at ``teacher`` into a verified bundle at ``out`` for ``target``.
+
+    Raises ``VerificationError`` (with the report) when the bundle loses more than the tolerance
+    against the teacher even after keeping the offending tower in higher precision.
+    """
+    from vledge.compress import stages
+    from vledge.compress.gate import verify_with_recovery
+    from vledge.compress.package import size_metrics, write_final_bundle
+
+    config = config or resolve_config(target)
+    out = Path(out)
+    _check_out(out, overwrite)
+    work = WorkDir(Path(work_dir or f"{out}.work"))
+    if not resume and any(work.root.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"work folder {work.root} holds an earlier run: pass --resume to continue it or --overwrite to start over"
+            )
+        work.remove()
+        work = WorkDir(work.root)
+    report = CompressReport(target=config.target, out=None, passed=False)
+    rec = _Recorder(report)
+
+    t = time.perf_counter()
+    teacher_model, teacher_id = stages.load_teacher_stage(teacher, adapter)
+    rec.add("load", stages.describe_model(teacher_model, "teacher") + f", sha256 {teacher_id[:12]}", t)
+    train_data, held_out = _held_out(config)
+
+    t = time.perf_counter()
+    key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
+    student, record, reused = stages.distilled_student(teacher_model, train_data, config, work, key)
+    rec.add("distill", record["summary"], t, reused=reused, **record)
+
+    if config.prune.ratio > 0:
+        t = time.perf_counter()
+        key = stage_key(key, config.prune.to_dict(), config.recovery.to_dict())
+        student, record, reused = stages.pruned_student(student, teacher_model, train_data, config, work, key)
+        rec.add("prune", record["summary"], t, reused=reused, **record)
+
+    t = time.perf_counter()
+    exported = stages.export_towers(student, held_out, config, work.start("export"))
+    rec.add("export", exported.summary, t, parity=exported.parity)
+
+    t = time.perf_counter()
+    quantized = stages.quantize_towers_for_target(student, train_data, exported, config, work.start("quantize"))
+    rec.add("quantize", quantized.summary, t, towers={k: s.quantization for k, (s, _) in quantized.towers.items()})
+
+    t = time.perf_counter()
+    verified = verify_with_recovery(teacher_model, student, held_out, exported, quantized, config, work)
+    rec.add("verify", verified.report.summary(), t, recovered=verified.recovered)
+    report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered, **size_metrics(teacher, teacher_model, student, verified.towers)}
+    if not verified.report.passed:
+        raise VerificationError(
+            f"the compressed model loses {verified.report.drop * 100:.2f} points of {verified.report.metric} against "
+            f"the teacher (tolerance {config.tolerance * 100:.2f}); work kept in {work.root}. Try a larger "
+            "--student, more distillation epochs, or a higher --tolerance.",
+            report=report,
+        )
+
+    t = time.perf_counter()
+    write_final_bundle(out, teacher_model, student, verified, config, report.metrics, teacher_id, labels, overwrite)
+    rec.add("bundle", f"{out} ({report.metrics['bundle_bytes'] / 1e6:.2f} MB)", t)
+    report.out, report.passed = str(out), True
+    if not keep_work:
+        work.remove()
+    return report

@@ -1,0 +1,192 @@
+"""Stage 4 of ``vledge compress``: structured pruning that physically shrinks both towers.
+
+``prune_(model, PruneConfig(ratio=0.5))`` removes conv channels from CNN image towers
+(torch-pruning), attention heads and MLP width from transformer towers, records the new shapes in
+each tower's ``config`` (see :mod:`vledge.compress.prune_shapes`) and returns a :class:`PruneReport`.
+Recovery distillation is the pipeline's next step, not this one's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from vledge.compress.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
+from vledge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PARTS = ("conv_channels", "attention_heads", "mlp_width")
+CRITERIA = {"l2": 2, "l1": 1}  # name -> p of the Lp-norm magnitude importance
+CONFIG_VERSION = 1
+
+__all__ = ["PruneConfig", "PruneReport", "TowerPruneResult", "prune_", "apply_pruned_shapes_"]
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune and how much.
+
+    ratio: fraction of each prunable width removed (conv output channels, heads per layer, MLP hidden
+        units), 0 <= ratio < 1; 0 changes nothing.
+    parts: any of "conv_channels", "attention_heads", "mlp_width".
+    criterion: "l2" (default) or "l1": magnitude (Lp-norm) of the weights a channel, head or unit owns.
+    ignored: fnmatch patterns over module names of the DualEncoder ("image_tower.backbone.layer4*",
+        "text_tower"); a module is left whole when its name or a parent's name matches.
+    round_to: kept channel / hidden-unit counts are multiples of this (8 suits INT8 kernels); a
+        width too narrow for that stays whole. Heads are not rounded.
+    """
+
+    ratio: float = 0.3
+    parts: tuple[str, ...] = PARTS
+    criterion: str = "l2"
+    ignored: tuple[str, ...] = ()
+    round_to: int = 8
+
+    def __post_init__(self):
+        ratio = self.ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
+            raise ConfigError(
+                f"PruneConfig.ratio must be a number with 0 <= ratio < 1 (the fraction of each width removed), got {ratio!r}"
+            )
+        parts = (self.parts,) if isinstance(self.parts, str) else tuple(self.parts)
+        for part in parts:
+            if part not in PARTS:
+                raise ConfigError(f"PruneConfig.parts: unknown part {part!r}{_did_you_mean(part, PARTS)}; known: {', '.join(PARTS)}")
+        if self.criterion not in CRITERIA:
+            raise ConfigError(
+                f"PruneConfig.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
+                f"{_did_you_mean(str(self.criterion), CRITERIA)}"
+            )
+        ignored = (self.ignored,) if isinstance(self.ignored, str) else tuple(self.ignored)
+        if not all(isinstance(p, str) and p for p in ignored):
+            raise ConfigError(f"PruneConfig.ignored must be non-empty module-name patterns, got {list(ignored)!r}")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise ConfigError(f"PruneConfig.round_to must be a positive integer (1: no rounding), got {self.round_to!r}")
+        object.__setattr__(self, "ratio", float(ratio))
+        object.__setattr__(self, "parts", parts)
+        object.__setattr__(self, "ignored", ignored)
+
+    def to_dict(self) -> dict:
+        return {"version": CONFIG_VERSION, **asdict(self), "parts": list(self.parts), "ignored": list(self.ignored)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruneConfig":
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"PruneConfig version {version!r} is not supported (this vledge reads {CONFIG_VERSION})")
+        known = cls.__dataclass_fields__
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"PruneConfig: unknown key {key!r}{_did_you_mean(key, known)}; known: {', '.join(known)}")
+        return cls(**data)
+
+
+def _did_you_mean(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class TowerPruneResult:
+    """One tower: parameters before and after, each changed module's [old, new] shape, heads removed."""
+
+    params_before: int
+    params_after: int
+    changed: dict[str, list[dict]] = field(default_factory=dict)
+    heads_removed: dict[str, list[int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # parts that could not apply here, and why
+
+
+@dataclass
+class PruneReport:
+    config: dict
+    params_before: int
+    params_after: int
+    towers: dict[str, TowerPruneResult]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        towers = ", ".join(f"{k} {_m(t.params_before)} -> {_m(t.params_after)}" for k, t in self.towers.items())
+        return (
+            f"prune: ratio {self.config['ratio']:.2f}, params {_m(self.params_before)} -> {_m(self.params_after)} "
+            f"({towers}) in {self.seconds:.1f} s"
+        )
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def count_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def prune_(model, config: PruneConfig) -> PruneReport:
+    """Prune ``model``'s towers in place; record the new structure in each tower's ``config``.
+
+    Forward shapes (the embedding width) never change. Reload a saved pruned model with a loader
+    that calls :func:`apply_pruned_shapes_` before loading weights.
+    """
+    start = time.perf_counter()
+    before = count_params(model)
+    names = [n for n, _ in model.named_modules()]
+    for pattern in config.ignored:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            log.warning("prune: ignored pattern %r matches no module of the model", pattern)
+    towers = {}
+    for kind in ("image", "text"):
+        tower = getattr(model, f"{kind}_tower")
+        ignored = _ignored_under(f"{kind}_tower", config.ignored)
+        towers[kind] = _prune_tower_(tower, config, ignored, model.preprocess.image_size)
+    report = PruneReport(config.to_dict(), before, count_params(model), towers, time.perf_counter() - start)
+    log.info(report.summary())
+    return report
+
+
+def _ignored_under(prefix: str, patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Is a tower-relative module name, or one of its parents, matched by a pattern over model names?"""
+
+    def ignored(name: str) -> bool:
+        parts = f"{prefix}.{name}".split(".") if name else [prefix]
+        return any(fnmatch.fnmatchcase(".".join(parts[:i]), p) for i in range(1, len(parts) + 1) for p in patterns)
+
+    return ignored
+
+
+def _prune_tower_(tower, config: PruneConfig, ignored: Callable[[str], bool], image_size: int) -> TowerPruneResult:
+    from vledge.compress import prune_cnn, prune_text
+
+    result = TowerPruneResult(count_params(tower), count_params(tower))
+    if config.ratio == 0 or ignored(""):
+        return result
+    shapes, params = module_shapes(tower), param_shapes(tower)
+    norm = CRITERIA[config.criterion]
+    if prune_cnn.is_cnn(tower):
+        if "conv_channels" in config.parts:
+            import torch
+
+            example = torch.zeros(1, 3, image_size, image_size, device=next(tower.parameters()).device)
+            layers = [m for n, m in tower.named_modules() if n and ignored(n)]
+            prune_cnn.prune_conv_channels_(
+                tower, example, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=layers
+            )
+    else:
+        if "attention_heads" in config.parts:
+            result.heads_removed, result.skipped = prune_text.prune_attention_heads_(
+                tower, ratio=config.ratio, norm=norm, ignored=ignored
+            )
+        if "mlp_width" in config.parts:
+            prune_text.prune_mlp_width_(tower, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=ignored)
+    result.changed = record_pruned_(tower, shapes, params, result.heads_removed)
+    result.params_after = count_params(tower)
+    return result

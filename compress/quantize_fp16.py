@@ -1,0 +1,43 @@
+"""The ``fp16`` scheme: FP16 weights and compute, float32 inputs and outputs (the cuda target).
+
+``keep_io_types`` leaves the graph's inputs and outputs float32, so runtimes feed and read the same
+arrays as for FP32, and the file still runs on ONNX Runtime CPU (the cuda target's fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vledge.compress.quantize import QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, output_path
+from vledge.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+
+@QUANTIZERS.register("fp16")
+def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
+    """Convert float32 initializers and ops to float16, except ``config.keep_fp32`` nodes."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(onnx_path))
+    try:
+        converted = convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=check_keep_fp32(onnx_path, kind, config) or None,
+        )
+    except Exception as exc:  # the converter raises many unrelated types
+        raise ExportError(f"FP16 conversion of {onnx_path.name} failed: {type(exc).__name__}: {exc}") from exc
+    out = output_path(out_dir, kind, ".onnx")
+    onnx.save(converted, str(out))
+    fp16_initializers = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in converted.graph.initializer)
+    details = {
+        "scheme": "fp16",
+        "method": "fp16",
+        "keep_io_types": True,
+        "keep_fp32": list(config.keep_fp32),
+        "fp16_initializers": fp16_initializers,
+        "casts": count_ops(out).get("Cast", 0),
+        "reason": "the cuda target runs FP16 on tensor cores; float32 I/O keeps runtimes unchanged",
+    }
+    return onnx_tower_spec(out, "fp16", details)

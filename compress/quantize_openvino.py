@@ -1,0 +1,98 @@
+"""OpenVINO INT8 schemes through NNCF: ``nncf`` (intel-cpu) and ``nncf-symmetric`` (intel-npu).
+
+The tower is converted to IR with the shapes of its source: export the ONNX with static shapes (or
+pass an IR made by ``export_openvino(..., static_batch=...)``) for the NPU, and calibration batches
+follow those shapes. ``QuantizeConfig.weights_only`` falls back to INT8 weight compression without
+activation quantization, for towers whose accuracy post-training quantization cannot keep.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vledge.compress.openvino_export import convert_onnx, count_ov_ops, save_openvino
+from vledge.compress.quantize import QUANTIZERS, QuantizeConfig, output_path, require_calibration
+from vledge.errors import ConfigError, ExportError
+
+log = logging.getLogger(__name__)
+
+
+@QUANTIZERS.register("nncf")
+def quantize_nncf(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
+    """NNCF post-training INT8 for OpenVINO CPU: the mixed preset (asymmetric activations)."""
+    return _quantize(onnx_path, kind, calibration, out_dir, config, scheme="nncf", symmetric=False)
+
+
+@QUANTIZERS.register("nncf-symmetric")
+def quantize_nncf_symmetric(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
+    """NNCF post-training INT8 for the NPU: symmetric activations and weights (performance preset)."""
+    return _quantize(onnx_path, kind, calibration, out_dir, config, scheme="nncf-symmetric", symmetric=True)
+
+
+def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig, scheme: str, symmetric: bool):
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(source)) if source.suffix == ".xml" else convert_onnx(source, kind)
+    ignored = nncf.IgnoredScope(names=_ov_names(model, source, config.keep_fp32, kind)) if config.keep_fp32 else None
+    details = {"scheme": scheme, "keep_fp32": list(config.keep_fp32)}
+    try:
+        if config.weights_only:
+            mode = nncf.CompressWeightsMode.INT8_SYM if symmetric else nncf.CompressWeightsMode.INT8_ASYM
+            model = nncf.compress_weights(model, mode=mode, ignored_scope=ignored)
+            details.update(method="weights-only", weights=mode.value,
+                           reason="set by QuantizeConfig.weights_only: INT8 weights, float activations")
+        else:
+            calibration = require_calibration(calibration, kind, scheme)
+            batch, seq = _static_shape(model, kind)
+            dataset = calibration.nncf_dataset(kind, batch or config.calibration_batch, seq)
+            preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+            target = nncf.TargetDevice.NPU if symmetric else nncf.TargetDevice.CPU
+            model = nncf.quantize(
+                model, dataset, preset=preset, target_device=target, subset_size=dataset.get_length(),
+                model_type=nncf.ModelType.TRANSFORMER if kind == "text" else None, ignored_scope=ignored,
+            )
+            details.update(
+                method="static", preset=preset.value, target_device=target.value,
+                model_type="transformer" if kind == "text" else "default",
+                activations="int8 symmetric" if symmetric else "int8 asymmetric", weights="int8 symmetric per-channel",
+                calibration={"samples": len(calibration.samples(kind)), "batches": dataset.get_length(), "source": calibration.source},
+                reason="symmetric INT8 is what the NPU runs" if symmetric else "NNCF mixed preset: OpenVINO CPU's INT8 path",
+            )
+    except (nncf.ValidationError, RuntimeError) as exc:
+        raise ExportError(f"NNCF quantization of the {kind} tower failed: {type(exc).__name__}: {exc}") from exc
+    counts = count_ov_ops(model)
+    details["quantized_nodes"] = {k: v for k, v in counts.items() if k == "FakeQuantize" or k in ("Constant:i8", "Constant:u8")}
+    return save_openvino(model, output_path(out_dir, kind, ".xml"), kind, "int8", details)
+
+
+def _static_shape(model, kind: str) -> tuple[int | None, int | None]:
+    shape = model.inputs[0].get_partial_shape()
+    if not shape.is_static:
+        return None, None
+    return shape[0].get_length(), (shape[1].get_length() if kind == "text" else None)
+
+
+def _ov_names(model, source: Path, names: list[str], kind: str) -> list[str]:
+    """OpenVINO op names for ``keep_fp32`` names, which may name ONNX nodes or IR ops.
+
+    OpenVINO renames some ops on conversion (a Conv with bias becomes ``<name>/WithoutBiases``, the
+    last op takes the output's name), so ONNX nodes are matched through their output tensor names.
+    """
+    tensor_of = {}
+    if source.suffix == ".onnx":
+        import onnx
+
+        tensor_of = {n.name: set(n.output) for n in onnx.load(str(source), load_external_data=False).graph.node}
+    found = []
+    for name in names:
+        matches = [
+            op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_friendly_name() in (name, f"{name}/WithoutBiases")
+            or any(tensor_of.get(name, set()) & out.get_names() for out in op.outputs())
+        ]
+        if not matches:
+            raise ConfigError(f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({source.name})")
+        found += matches
+    return sorted(set(found))

@@ -1,0 +1,164 @@
+"""The stage functions `compress.pipeline` runs; each also works on its own from Python."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vledge.bundle import TowerSpec
+from vledge.compress.config import CompressConfig
+from vledge.compress.workdir import WorkDir
+from vledge.targets import get_target
+
+log = logging.getLogger(__name__)
+PARITY_TOLERANCE = 1e-3  # max abs difference of exported FP32 towers to PyTorch; a miss warns and is recorded
+KINDS = ("image", "text")
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_model(model, role: str = "") -> str:
+    towers = f"{model.image_tower.config['arch']} + {model.text_tower.config['arch']}"
+    return f"{role + ' ' if role else ''}{towers}, {count_parameters(model) / 1e6:.2f}M params".strip()
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the weights and the tokenizer: the teacher's identity for provenance and resume."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(model.tokenizer.backend.to_str().encode())
+    return digest.hexdigest()
+
+
+def load_teacher_stage(teacher, adapter=None):
+    from vledge.models import load_teacher
+
+    model = load_teacher(teacher, adapter=adapter)
+    return model, model_fingerprint(model)
+
+
+def distilled_student(teacher, train_data, config: CompressConfig, work: WorkDir, key: str):
+    """Build the student and distil it, or reuse the one a previous run finished with the same key."""
+    from vledge.compress.distill import distill
+    from vledge.compress.students import build_student, default_student
+    from vledge.models import load_dual_encoder, save_dual_encoder
+
+    done = work.finished("distill", key)
+    if done:
+        return load_dual_encoder(work.path("distill") / "model"), done, True
+    name = config.student or default_student(teacher)
+    student = build_student(name, teacher, seed=config.seed)
+    report = distill(student, teacher, train_data, config.distill)
+    folder = work.start("distill")
+    save_dual_encoder(student, folder / "model")
+    record = {"summary": f"student {name} ({describe_model(student)}): {report.summary()}", "student": name,
+              "report": report.to_dict()}
+    work.finish("distill", key, record)
+    return student, record, False
+
+
+def pruned_student(student, teacher, train_data, config: CompressConfig, work: WorkDir, key: str):
+    """Prune structurally, then a short recovery distillation; reused on resume like `distilled_student`."""
+    from vledge.compress.distill import distill
+    from vledge.compress.prune import prune_
+    from vledge.models import load_dual_encoder, save_dual_encoder
+
+    done = work.finished("prune", key)
+    if done:
+        return load_dual_encoder(work.path("prune") / "model"), done, True
+    pruned = prune_(student, config.prune)
+    recovery = distill(student, teacher, train_data, config.recovery)
+    folder = work.start("prune")
+    save_dual_encoder(student, folder / "model")
+    record = {"summary": f"{pruned.summary()}; recovery: {recovery.summary()}", "prune": pruned.to_dict(),
+              "recovery": recovery.to_dict()}
+    work.finish("prune", key, record)
+    return student, record, False
+
+
+@dataclass
+class Exported:
+    paths: dict[str, Path]
+    specs: dict[str, TowerSpec]
+    parity: dict[str, float]
+    static_batch: int | None
+    static_seq: int | None
+
+    @property
+    def summary(self) -> str:
+        shapes = "static" if self.static_batch else "dynamic batch"
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in self.parity.items())
+        return f"ONNX opset 17, {shapes}; parity to PyTorch (max abs) {diffs}"
+
+
+def _real_inputs(student, data, kind: str, batch: int, static_seq: int | None):
+    import torch
+
+    sample = data.batch(range(min(batch, len(data))), student.preprocess)
+    if kind == "image":
+        return (torch.from_numpy(sample.pixels),)
+    ids, mask = student.tokenizer(sample.captions, pad_to_max=static_seq is not None)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def export_towers(student, held_out, config: CompressConfig, folder: Path) -> Exported:
+    """Each tower to its own FP32 ONNX file, checked against PyTorch on real held-out inputs."""
+    from vledge.compress.export import export_onnx, onnx_parity
+
+    static = get_target(config.target).static_shapes
+    batch = (config.static_batch or 1) if static else None
+    seq = student.tokenizer.spec.max_length if static else None
+    paths, specs, parity = {}, {}, {}
+    for kind in KINDS:
+        paths[kind] = folder / f"{kind}_encoder.onnx"
+        specs[kind] = export_onnx(student, kind, paths[kind], static_batch=batch, static_seq=seq)
+        parity[kind] = onnx_parity(student, kind, paths[kind], _real_inputs(student, held_out, kind, batch or 8, seq))
+        if parity[kind] > PARITY_TOLERANCE:
+            log.warning("export: %s tower differs from PyTorch by %.2e (tolerance %.0e)", kind, parity[kind], PARITY_TOLERANCE)
+    return Exported(paths, specs, parity, batch, seq)
+
+
+@dataclass
+class Quantized:
+    towers: dict[str, tuple[TowerSpec, list[Path]]]
+    summary: str
+
+
+def tower_files(folder: Path, spec: TowerSpec) -> list[Path]:
+    """The files that make one tower: an .onnx, or an OpenVINO .xml with its .bin."""
+    main = folder / spec.file
+    return [main, main.with_suffix(".bin")] if spec.format == "openvino" else [main]
+
+
+def quantize_towers_for_target(student, train_data, exported: Exported, config: CompressConfig, folder: Path) -> Quantized:
+    from vledge.compress.calibration import CalibrationData
+    from vledge.compress.quantize import quantize_tower
+
+    scheme = get_target(config.target).quantization
+    calibration = CalibrationData.from_dataset(student, train_data, n=config.quantize.calibration_samples, seed=config.seed)
+    towers = {}
+    for kind in KINDS:
+        spec = quantize_tower(exported.paths[kind], kind, scheme, calibration, folder, config.quantize)
+        towers[kind] = (spec, tower_files(folder, spec))
+    methods = ", ".join(f"{k} {s.precision} {s.quantization.get('method', '')}".rstrip() for k, (s, _) in towers.items())
+    return Quantized(towers, f"{scheme}: {methods}")
+
+
+def fp32_tower(exported: Exported, kind: str, config: CompressConfig, folder: Path) -> tuple[TowerSpec, list[Path]]:
+    """The unquantized tower in the target's format: the verify gate's fallback for an offending tower."""
+    if get_target(config.target).export_format == "openvino":
+        from vledge.compress.openvino_export import export_openvino
+
+        spec = export_openvino(exported.paths[kind], kind, folder / f"{kind}_encoder.xml",
+                               static_batch=exported.static_batch, static_seq=exported.static_seq)
+        return spec, tower_files(folder, spec)
+    return exported.specs[kind], [exported.paths[kind]]

@@ -1,0 +1,78 @@
+"""The runtime backend interface every backend implements, and the registry that names them."""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from vledge.bundle import BundleManifest, safe_join
+from vledge.errors import ConfigError
+from vledge.registry import Registry
+
+
+class Runtime(ABC):
+    """Runs the towers of one bundle on one device.
+
+    Subclasses import their framework inside methods only, so that listing or choosing backends
+    never loads a framework that will not be used. ``run`` must be safe to call from many threads.
+    """
+
+    name: ClassVar[str]
+    option_names: ClassVar[frozenset[str]] = frozenset({"threads"})
+
+    def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict):
+        unknown = sorted(set(options) - self.option_names)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], self.option_names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown option {unknown[0]!r} for the {self.name} runtime.{hint} "
+                f"It takes: {', '.join(sorted(self.option_names))}"
+            )
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        self.device = device
+        self.options = dict(options)
+
+    @classmethod
+    @abstractmethod
+    def is_available(cls) -> bool:
+        """True when the framework is installed (cheap: does not import it)."""
+
+    @classmethod
+    @abstractmethod
+    def devices(cls) -> list[str]:
+        """The devices this framework can reach on this machine, spelled as the targets table spells them."""
+
+    @abstractmethod
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the ``"image"`` or ``"text"`` tower; returns unnormalised float32 embeddings (n, dim)."""
+
+    def input_shapes(self, kind: str) -> dict[str, list]:
+        """Each input's shape as the tower runs it: ints for fixed axes, strings for dynamic ones."""
+        self._check_kind(kind)
+        return {t.name: list(t.shape) for t in self.manifest.towers[kind].inputs}
+
+    def info(self) -> dict:
+        return {"backend": self.name, "device": self.device, "options": self.options}
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in self.manifest.towers:
+            raise ConfigError(
+                f"this bundle has no {kind} tower (it has: {', '.join(sorted(self.manifest.towers))})"
+            )
+
+    def _tower_path(self, kind: str) -> Path:
+        self._check_kind(kind)
+        return safe_join(self.bundle_dir, self.manifest.towers[kind].file)
+
+
+RUNTIMES: Registry[type[Runtime]] = Registry("runtime backend")
+
+
+def as_float32(array) -> np.ndarray:
+    return np.asarray(array, dtype=np.float32)

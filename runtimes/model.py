@@ -1,0 +1,214 @@
+"""EdgeModel: what ``vledge.load`` returns. Preprocessing, batching, normalisation and zero-shot
+classification in numpy, over whichever runtime backend was chosen."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from vledge import __version__
+from vledge.bundle import BundleManifest, safe_join
+from vledge.errors import BundleError, ConfigError
+from vledge.images import ImageInput, preprocess
+from vledge.runtimes.base import Runtime
+from vledge.text import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 32  # chunk size for dynamic-batch towers: keeps memory flat on long inputs
+_CACHE_SIZE = 8  # label lists whose text embeddings are kept
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Class names, with precomputed embeddings (a bundle's compiled set) and/or the prompt templates."""
+
+    names: list[str]
+    embeddings: np.ndarray | None = None
+    templates: list[str] | None = None
+
+
+def read_label_set(root: Path, manifest: BundleManifest) -> LabelSet | None:
+    """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), or None."""
+    if not manifest.labels:
+        return None
+    record = json.loads(safe_join(root, manifest.labels["file"]).read_text())
+    embeddings = np.load(safe_join(root, manifest.labels["embeddings"]), allow_pickle=False)
+    names = record.get("names") or []
+    if embeddings.shape != (len(names), manifest.embed_dim):
+        raise BundleError(
+            f"{manifest.labels['embeddings']} has shape {embeddings.shape}, but {manifest.labels['file']} "
+            f"names {len(names)} labels of dimension {manifest.embed_dim}; re-run vledge compress"
+        )
+    return LabelSet(list(names), embeddings.astype(np.float32), record.get("templates"))
+
+
+def _as_list(images) -> list:
+    single = isinstance(images, (str, os.PathLike, Image.Image))
+    if single or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        return [images]
+    return list(images)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class EdgeModel:
+    """A loaded dual encoder: ``encode_image``, ``encode_text``, ``classify``, ``info``.
+
+    Safe to share between threads. Embeddings are L2-normalised float32 arrays of shape (n, dim).
+    """
+
+    def __init__(self, runtime: Runtime, tokenizer: TextTokenizer, *, label_set: LabelSet | None, report: dict):
+        self.runtime = runtime
+        self.manifest = runtime.manifest
+        self.tokenizer = tokenizer
+        self.label_set = label_set
+        self._report = report
+        self._label_cache: dict[tuple, np.ndarray] = {}
+        self._cache_lock = threading.Lock()
+        self._batch = {kind: self._static_batch(kind) for kind in self.manifest.towers}
+
+    @property
+    def embed_dim(self) -> int:
+        return self.manifest.embed_dim
+
+    @property
+    def logit_scale(self) -> float:
+        return self.manifest.logit_scale
+
+    def _static_batch(self, kind: str) -> int | None:
+        first = next(iter(self.runtime.input_shapes(kind).values()))
+        return first[0] if first and isinstance(first[0], int) else None
+
+    def encode_image(self, images: ImageInput | Sequence[ImageInput], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Embed images (PIL images, HWC/HW uint8 arrays or paths; one or many)."""
+        items = _as_list(images)
+        if not items:
+            raise ConfigError("no images given")
+        step = self._batch.get("image") or batch_size
+        chunks = [preprocess(items[i : i + step], self.manifest.preprocess) for i in range(0, len(items), step)]
+        return self._embed("image", [[c] for c in chunks])
+
+    def encode_pixels(self, pixels: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Embed an already preprocessed float32 NCHW batch (what ``vledge.images.preprocess`` returns)."""
+        if pixels.ndim != 4 or len(pixels) == 0:
+            raise ConfigError(f"expected a non-empty NCHW batch of pixels, got shape {pixels.shape}")
+        step = self._batch.get("image") or batch_size
+        return self._embed("image", [[pixels[i : i + step]] for i in range(0, len(pixels), step)])
+
+    def encode_text(self, texts: str | Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Embed texts (one string or many); texts longer than the tokenizer's max length are truncated."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ConfigError("no texts given")
+        step = self._batch.get("text") or batch_size
+        static_seq = any(isinstance(s[-1], int) for s in self.runtime.input_shapes("text").values())
+        chunks = [list(self.tokenizer(texts[i : i + step], pad_to_max=static_seq)) for i in range(0, len(texts), step)]
+        return self._embed("text", chunks)
+
+    def _embed(self, kind: str, chunks: list[list[np.ndarray]]) -> np.ndarray:
+        specs = self.manifest.towers[kind].inputs
+        static = self._batch.get(kind)
+        out = []
+        for arrays in chunks:
+            n = len(arrays[0])
+            if static:
+                # Pad with copies of the last row: an all-padding row could give NaNs in attention.
+                arrays = [np.pad(a, [(0, static - n)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in arrays]
+            feeds = {spec.name: a.astype(spec.dtype, copy=False) for spec, a in zip(specs, arrays)}
+            out.append(self.runtime.run(kind, feeds)[:n])
+        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+
+    def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """One normalised embedding per label: the mean over prompt templates (``"{}"``: the label as is)."""
+        templates = list(templates or ["{}"])
+        key = (tuple(labels), tuple(templates))
+        cached = self._label_cache.get(key)
+        if cached is not None:
+            return cached
+        prompts = [t.format(label) for label in labels for t in templates]
+        per_prompt = self.encode_text(prompts).reshape(len(labels), len(templates), -1)
+        embeddings = l2_normalise(per_prompt.mean(axis=1))
+        with self._cache_lock:
+            if len(self._label_cache) >= _CACHE_SIZE:
+                self._label_cache.pop(next(iter(self._label_cache)))
+            self._label_cache[key] = embeddings
+        return embeddings
+
+    def classify(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        labels: Sequence[str] | None = None,
+        top_k: int = 5,
+        templates: Sequence[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Zero-shot classification: per image, the ``top_k`` (label, probability) pairs, best first.
+
+        Probabilities are a softmax over ``logit_scale * cosine`` against every label. Without
+        ``labels`` the bundle's compiled label set is used. Labels are turned into prompts with
+        ``templates`` (default: the templates the compiled label set was made with, else the label
+        text as is); duplicate labels are dropped with a warning, keeping the first.
+        """
+        names, label_emb = self._resolve_labels(labels, templates)
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        logits = self.logit_scale * self.encode_image(images) @ label_emb.T
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        k = min(top_k, len(names))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def _resolve_labels(self, labels, templates) -> tuple[list[str], np.ndarray]:
+        compiled = self.label_set
+        if labels is None:
+            if compiled is None:
+                raise ConfigError(
+                    "no labels given and this bundle has no compiled label set; "
+                    "pass labels=[...], e.g. model.classify(image, ['cat', 'dog'])"
+                )
+            if compiled.embeddings is not None and templates is None:
+                return compiled.names, compiled.embeddings
+            labels = compiled.names
+        if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+            raise ConfigError("labels must be a list of strings, e.g. ['cat', 'dog']")
+        names = list(dict.fromkeys(labels))
+        if not names:
+            raise ConfigError("labels is empty; pass at least one label")
+        if len(names) != len(labels):
+            log.warning("duplicate labels dropped (first kept): %d given, %d distinct", len(labels), len(names))
+        if templates is None and compiled is not None:
+            templates = compiled.templates
+        return names, self.label_embeddings(names, templates)
+
+    def info(self) -> dict:
+        """Backend, device, the placements tried, precision, target, files and versions."""
+        m = self.manifest
+        return {
+            **self._report,
+            **self.runtime.info(),
+            "target": m.target,
+            "precision": m.precision,
+            "embed_dim": m.embed_dim,
+            "towers": {k: {"file": t.file, "format": t.format, "precision": t.precision,
+                           "inputs": self.runtime.input_shapes(k)} for k, t in m.towers.items()},
+            "files": sorted(m.files),
+            "label_set": len(self.label_set.names) if self.label_set else None,
+            "vledge": __version__,
+            "provenance": m.provenance,
+        }
+
+    def __repr__(self) -> str:
+        where = f"{self.runtime.name}:{self.runtime.device}"
+        return f"EdgeModel({self._report.get('path')!s}, {where}, {self.manifest.precision})"

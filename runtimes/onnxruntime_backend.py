@@ -1,0 +1,93 @@
+"""ONNX Runtime backend: one InferenceSession per tower on CPU, CUDA or TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
+from vledge.runtimes.selection import ORT_PROVIDERS, ort_providers
+from vledge.errors import BundleError, ConfigError
+
+log = logging.getLogger(__name__)
+
+_PROVIDER_DEVICE = {provider: device for device, providers in ORT_PROVIDERS.items() for provider in providers[:1]}
+
+
+@RUNTIMES.register("onnxruntime")
+class OnnxRuntime(Runtime):
+    """Options: ``threads`` (intra-op threads; default ONNX Runtime's), ``trt_cache_dir`` (TensorRT
+    engine cache; default ``<bundle>/.trt_cache``). ``InferenceSession.run`` is thread-safe."""
+
+    name = "onnxruntime"
+    option_names = frozenset({"threads", "trt_cache_dir"})
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        import onnxruntime as ort
+
+        return [_PROVIDER_DEVICE[p] for p in ort.get_available_providers() if p in _PROVIDER_DEVICE]
+
+    def __init__(self, bundle_dir, manifest, device, options):
+        super().__init__(bundle_dir, manifest, device, options)
+        import onnxruntime as ort
+
+        self._ort_version = ort.__version__
+        names = ort_providers(device, ort.get_available_providers())
+        self._sessions = {}
+        for kind in manifest.towers:
+            providers = [self._provider_entry(p, kind) for p in names]
+            self._sessions[kind] = self._open(ort, kind, providers)
+        # A GPU build lists CUDA even where no GPU or driver is present; the session then runs on CPU.
+        used = self._sessions[next(iter(self._sessions))].get_providers()
+        if names[0] not in used:
+            log.warning("ONNX Runtime could not start %s (running on %s); check the GPU driver", names[0], used[0])
+            self.device = _PROVIDER_DEVICE.get(used[0], used[0])
+        self.providers = used
+
+    def _provider_entry(self, provider: str, kind: str):
+        if provider != "TensorrtExecutionProvider":
+            return provider
+        return (provider, {
+            "trt_fp16_enable": True,
+            "trt_int8_enable": self.manifest.towers[kind].precision == "int8",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(self._trt_cache_dir()),
+        })
+
+    def _trt_cache_dir(self) -> Path:
+        folder = Path(self.options.get("trt_cache_dir") or self.bundle_dir / ".trt_cache")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the TensorRT engine cache folder {folder} ({exc}); "
+                "pass a writable folder: vledge.load(..., trt_cache_dir=PATH)"
+            ) from None
+        return folder
+
+    def _open(self, ort, kind: str, providers: list):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+        if self.options.get("threads"):
+            opts.intra_op_num_threads = int(self.options["threads"])
+            opts.inter_op_num_threads = 1
+        path = self._tower_path(kind)
+        try:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types per failure
+            raise BundleError(f"ONNX Runtime cannot open {path.name}: {type(exc).__name__}: {exc}") from None
+
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self._check_kind(kind)
+        return as_float32(self._sessions[kind].run(None, feeds)[0])
+
+    def info(self) -> dict:
+        return {**super().info(), "providers": self.providers, "onnxruntime": self._ort_version}

@@ -1,0 +1,98 @@
+"""OpenVINO backend: each tower compiled once for CPU, GPU or NPU; one infer request per thread."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import numpy as np
+
+from vledge.errors import BundleError
+from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
+from vledge.runtimes.selection import normalise_available, openvino_device
+
+# Devices that compile only fixed input shapes.
+STATIC_ONLY = {"NPU"}
+
+
+@RUNTIMES.register("openvino")
+class OpenVinoRuntime(Runtime):
+    """Options: ``threads`` (CPU inference threads), ``exact`` (f32 inference: this CPU runs bf16 by
+    default, too coarse for parity checks), ``static_batch`` (fix a dynamic bundle's batch, and its
+    text length to the tokenizer's max length; always done on an NPU, with batch 1 unless given).
+    A compiled model is shared; each thread gets its own infer request."""
+
+    name = "openvino"
+    option_names = frozenset({"threads", "exact", "static_batch"})
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return importlib.util.find_spec("openvino") is not None
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        import openvino as ov
+
+        return normalise_available(ov.Core().available_devices)
+
+    def __init__(self, bundle_dir, manifest, device, options):
+        super().__init__(bundle_dir, manifest, device, options)
+        import openvino as ov
+
+        self._ov_version = ov.get_version()
+        core = ov.Core()
+        self.device = openvino_device(device, normalise_available(core.available_devices))
+        config = {}
+        if self.options.get("exact"):
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if self.options.get("threads") and self.device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
+        self._compiled = {}
+        for kind in manifest.towers:
+            path = self._tower_path(kind)
+            try:
+                model = core.read_model(str(path))
+                if model.is_dynamic() and (self.device in STATIC_ONLY or self.options.get("static_batch")):
+                    model.reshape(self._static_shapes(kind))
+                self._compiled[kind] = core.compile_model(model, self.device, config)
+            except Exception as exc:  # OpenVINO raises RuntimeError or its own OVError subclasses
+                raise BundleError(f"OpenVINO cannot compile {path.name} for {self.device}: {exc}") from None
+        self._local = threading.local()
+
+    def _static_shapes(self, kind: str) -> dict[str, list[int]]:
+        batch = int(self.options.get("static_batch") or 1)
+        seq = self.manifest.tokenizer.max_length
+        fixed = {}
+        for tensor in self.manifest.towers[kind].inputs:
+            dims = [batch if i == 0 else seq for i, _ in enumerate(tensor.shape)]
+            fixed[tensor.name] = [d if isinstance(d, int) else dims[i] for i, d in enumerate(tensor.shape)]
+        return fixed
+
+    def input_shapes(self, kind: str) -> dict[str, list]:
+        self._check_kind(kind)
+        shapes = {}
+        for port in self._compiled[kind].inputs:
+            shape = port.get_partial_shape()
+            shapes[port.get_any_name()] = [d.get_length() if d.is_static else "dynamic" for d in shape]
+        return shapes
+
+    def _request(self, kind: str):
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        if kind not in requests:
+            requests[kind] = self._compiled[kind].create_infer_request()
+        return requests[kind]
+
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self._check_kind(kind)
+        request = self._request(kind)
+        request.infer(feeds)
+        # The output tensor's memory is reused by the next inference: copy it out.
+        return as_float32(request.get_output_tensor(0).data).copy()
+
+    def info(self) -> dict:
+        precision = {
+            kind: c.get_property("INFERENCE_PRECISION_HINT").get_type_name() for kind, c in self._compiled.items()
+        } if self.device == "CPU" else {}
+        return {**super().info(), "openvino": self._ov_version, "inference_precision": precision}

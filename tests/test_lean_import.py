@@ -1,0 +1,51 @@
+"""A device without torch: ``import vledge`` loads no framework, and loading a bundle never imports torch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bundles import build_bundle
+
+FRAMEWORKS = ("torch", "onnxruntime", "openvino", "transformers", "torchvision")
+
+SCRIPT = """
+import json, sys
+import numpy as np
+FRAMEWORKS = {frameworks!r}
+seen = {{}}
+def loaded():
+    return sorted(f for f in FRAMEWORKS if f in sys.modules)
+import vledge
+seen["import vledge"] = loaded()
+import vledge.images, vledge.text, vledge.bundle, vledge.targets, vledge.runtimes
+seen["import vledge.runtimes"] = loaded()
+model = vledge.load({bundle!r})
+image = np.zeros((28, 28), dtype=np.uint8)
+result = model.classify(image, ["a bag", "a shoe"], top_k=1)
+model.classify(image)
+model.encode_text("a photo of a bag")
+seen["load and classify"] = loaded()
+seen["result"] = result[0][0][0]
+print(json.dumps(seen))
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return build_bundle(tmp_path_factory.mktemp("lean") / "bundle")
+
+
+def run_fresh(script: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_import_and_classify_never_import_torch(bundle):
+    seen = run_fresh(SCRIPT.format(frameworks=FRAMEWORKS, bundle=str(bundle)))
+    assert seen["import vledge"] == []
+    assert seen["import vledge.runtimes"] == []
+    assert seen["load and classify"] == ["onnxruntime"]
+    assert seen["result"] in ("a bag", "a shoe")
