@@ -229,34 +229,37 @@ def _chunks(indices: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 class _HeldOut:
-    """The held-out batches with the teacher's outputs on them, computed once (the teacher is frozen)."""
+    """The held-out batches and the teacher's outputs on them, computed once (the teacher is frozen).
+
+    Pixels are decoded again at each evaluation rather than kept: at 224 px they would take ~600 kB an image.
+    """
 
     def __init__(self, data, indices, config, student, teacher_forward):
-        self.batches = []
+        self.data, self.batches = data, []
         for chunk in _chunks(indices, config.batch_size) or [indices]:
             batch = data.batch(chunk, student.preprocess, variant=0)
             if len(batch.indices) < 2:
                 continue
             texts, cap_pos, _ = _unique_texts(batch.captions, [])
             t_img, t_txt = (t.to(student.device()) for t in teacher_forward(batch, texts))
-            self.batches.append((batch, texts, cap_pos, t_img, t_txt[cap_pos]))
+            self.batches.append((batch.indices, texts, cap_pos, t_img, t_txt[cap_pos]))
         if not self.batches:
             raise DataError(f"no held-out batch of {data.describe()} could be decoded")
-        self.images = sum(len(b[0].indices) for b in self.batches)
+        self.images = sum(len(b[0]) for b in self.batches)
 
     @torch.no_grad()
     def evaluate(self, student, prompts: _Prompts, config: DistillConfig) -> dict:
         student.eval()
         s_prompts = student.encode_text(*student.tokenize(prompts.texts)) if prompts.texts else None
+        offset = len(prompts.texts)
         loss, agree = 0.0, 0
-        for batch, texts, cap_pos, t_img, t_txt in self.batches:
-            s_img = student.encode_image(torch.from_numpy(batch.pixels).to(student.device()))
+        for indices, texts, cap_pos, t_img, t_txt in self.batches:
+            pixels = self.data.batch(indices, student.preprocess, variant=0).pixels
+            s_img = student.encode_image(torch.from_numpy(pixels).to(student.device()))
             s_own = student.encode_text(*student.tokenize(texts))
             s_all = torch.cat([s_prompts, s_own]) if s_prompts is not None else s_own
-            offset = len(prompts.texts)
-            prompt_pos = torch.arange(offset)
-            total, _ = _losses(config, student, prompts, s_img, s_all, cap_pos + offset, prompt_pos, t_img, t_txt, False)
-            loss += float(total) * len(batch.indices)
+            total, _ = _losses(config, student, prompts, s_img, s_all, cap_pos + offset, torch.arange(offset), t_img, t_txt, False)
+            loss += float(total) * len(indices)
             if prompts.texts:  # zero-shot class agreement
                 s_ref, t_ref = prompts.classes(s_prompts), prompts.classes(prompts.teacher)
             else:  # in-batch image -> caption retrieval agreement

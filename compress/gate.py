@@ -35,7 +35,7 @@ def candidate_bundle(folder: Path, student, towers, config: CompressConfig):
     write_bundle(
         folder, towers=towers, tokenizer=student.tokenizer, preprocess=student.preprocess, target=config.target,
         precision=bundle_precision(towers), embed_dim=student.embed_dim,
-        logit_scale=math.exp(float(student.logit_scale)), config=config.to_dict(), metrics={}, provenance={},
+        logit_scale=math.exp(student.logit_scale.item()), config=config.to_dict(), metrics={}, provenance={},
         overwrite=True,
     )
     return vledge.runtimes.load(folder)
@@ -65,14 +65,14 @@ def verify_with_recovery(teacher, student, held_out, exported: Exported, quantiz
             log.warning("verify: the FP32 student itself loses %.2f points of %s: precision cannot recover that",
                         (teacher_value - student_value) * 100, metric)
             break
-        candidates = [k for k in sorted(report.cosine_to_fp32, key=report.cosine_to_fp32.get)
+        candidates = [k for k in sorted(report.cosine, key=report.cosine.get)
                       if towers[k][0].precision != "fp32"]
         if not candidates:
             break
         kind = candidates[0]
         log.warning("verify: %s below tolerance; keeping the %s tower in FP32 (cosine to FP32 %.4f) and retrying",
-                    metric, kind, report.cosine_to_fp32[kind])
+                    metric, kind, report.cosine[kind])
         towers[kind] = fp32_tower(exported, kind, config, work.path("quantize"))
-        recovered.append({"tower": kind, "precision": "fp32", "cosine_before": report.cosine_to_fp32[kind],
+        recovered.append({"tower": kind, "precision": "fp32", "cosine_before": report.cosine[kind],
                           "drop_before": report.drop})
     return Verified(report, towers, edge, recovered)

@@ -47,6 +47,6 @@ def write_final_bundle(out: Path, teacher, student, verified: Verified, config: 
     return write_bundle(
         out, towers=verified.towers, tokenizer=student.tokenizer, preprocess=student.preprocess,
         target=config.target, precision=bundle_precision(verified.towers), embed_dim=student.embed_dim,
-        logit_scale=math.exp(float(student.logit_scale)), labels=label_set(verified.edge, teacher, labels),
+        logit_scale=math.exp(student.logit_scale.item()), labels=label_set(verified.edge, teacher, labels),
         config=config.to_dict(), metrics=metrics, provenance=provenance, overwrite=overwrite,
     )

@@ -62,7 +62,8 @@ class _Recorder:
     def __init__(self, report: CompressReport):
         self.report = report
 
-    def add(self, name: str, summary: str, started: float, *, reused: bool = False, **details) -> None:
+    def add(self, name: str, summary: str, started: float, *, reused: bool = False, details: dict | None = None) -> None:
+        details = {k: v for k, v in (details or {}).items() if k not in ("summary", "key")}
         record = StageRecord(name, summary, round(time.perf_counter() - started, 1), reused, details)
         self.report.stages.append(record)
         log.info("%s: %s%s", name, summary, " (resumed)" if reused else "")
@@ -128,25 +129,25 @@ def compress(
     t = time.perf_counter()
     key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
     student, record, reused = stages.distilled_student(teacher_model, train_data, config, work, key)
-    rec.add("distill", record["summary"], t, reused=reused, **record)
+    rec.add("distill", record["summary"], t, reused=reused, details=record)
 
     if config.prune.ratio > 0:
         t = time.perf_counter()
         key = stage_key(key, config.prune.to_dict(), config.recovery.to_dict())
         student, record, reused = stages.pruned_student(student, teacher_model, train_data, config, work, key)
-        rec.add("prune", record["summary"], t, reused=reused, **record)
+        rec.add("prune", record["summary"], t, reused=reused, details=record)
 
     t = time.perf_counter()
     exported = stages.export_towers(student, held_out, config, work.start("export"))
-    rec.add("export", exported.summary, t, parity=exported.parity)
+    rec.add("export", exported.summary, t, details={"parity": exported.parity})
 
     t = time.perf_counter()
     quantized = stages.quantize_towers_for_target(student, train_data, exported, config, work.start("quantize"))
-    rec.add("quantize", quantized.summary, t, towers={k: s.quantization for k, (s, _) in quantized.towers.items()})
+    rec.add("quantize", quantized.summary, t, details={"towers": {k: s.quantization for k, (s, _) in quantized.towers.items()}})
 
     t = time.perf_counter()
     verified = verify_with_recovery(teacher_model, student, held_out, exported, quantized, config, work)
-    rec.add("verify", verified.report.summary(), t, recovered=verified.recovered)
+    rec.add("verify", verified.report.summary(), t, details={"recovered": verified.recovered})
     report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered, **size_metrics(teacher, teacher_model, student, verified.towers)}
     if not verified.report.passed:
         raise VerificationError(

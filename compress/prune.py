@@ -2,7 +2,7 @@
 
 ``prune_(model, PruneConfig(ratio=0.5))`` removes conv channels from CNN image towers
 (torch-pruning), attention heads and MLP width from transformer towers, records the new shapes in
-each tower's ``config`` (see :mod:`vledge.compress.prune_shapes`) and returns a :class:`PruneReport`.
+each tower's ``config`` (see :mod:`vledge.models.prune_shapes`) and returns a :class:`PruneReport`.
 Recovery distillation is the pipeline's next step, not this one's.
 """
 
@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from vledge.compress.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
+from vledge.models.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
 from vledge.errors import ConfigError
 
 log = logging.getLogger(__name__)

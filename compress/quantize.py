@@ -25,6 +25,7 @@ CONFIG_VERSION = 1
 KINDS = ("image", "text")
 ORT_CPU_FORMATS = ("auto", "static", "dynamic")
 CPU_PRESETS = ("auto", "avx512_vnni", "avx2", "arm64")
+COSINE_WARNING = 0.99  # mean cosine to FP32 below which quantize_tower warns
 
 # handler(onnx_path, kind, calibration, out_dir, config) -> TowerSpec
 Quantizer = Callable[..., TowerSpec]
@@ -177,6 +178,37 @@ def check_keep_fp32(onnx_path: Path, kind: str, config: "QuantizeConfig") -> lis
     return list(config.keep_fp32)
 
 
+def has_attention(op_counts: dict[str, int]) -> bool:
+    """Whether a tower graph holds attention (a ViT or CLIP image tower): such towers are quantized
+    like text towers, because quantizing their Add/Mul/LayerNorm inputs hurts as it does in text."""
+    return any(op_counts.get(op) for op in ("Softmax", "ScaledDotProductAttention", "Attention"))
+
+
+def record_cosine(details: dict, reference, candidate, calibration, kind: str, scheme: str,
+                  static_shape: tuple[int | None, int | None] = (None, None), max_batches: int = 4) -> None:
+    """Compare ``candidate`` with the FP32 ``reference`` (functions feed -> embeddings) on a few
+    calibration batches; record the cosine in ``details`` and warn when it is low.
+
+    In-sample and quick: the verify stage judges accuracy on held-out data.
+    """
+    import numpy as np
+
+    batch, seq = static_shape
+    feeds = calibration.batches(kind, batch or 8, seq)[:max_batches]
+    a = np.concatenate([reference(f) for f in feeds]).astype(np.float64)
+    b = np.concatenate([candidate(f) for f in feeds]).astype(np.float64)
+    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = (a * b).sum(1) / np.maximum(denom, 1e-30)
+    details["cosine_to_fp32"] = {"mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5),
+                                 "samples": int(len(cos)), "data": "calibration"}
+    if cos.mean() < COSINE_WARNING:
+        log.warning(
+            "%s %s tower keeps only cosine %.3f (mean; worst %.3f) to FP32 on calibration data; consider "
+            "QuantizeConfig.keep_fp32 for the layers that lose most, or another format", scheme, kind,
+            cos.mean(), cos.min(),
+        )
+
+
 def output_path(out_dir: Path, kind: str, suffix: str) -> Path:
     return Path(out_dir) / f"{kind}_encoder{suffix}"
 
@@ -200,6 +232,23 @@ def onnx_tower_spec(path: Path, precision: str, quantization: dict) -> TowerSpec
         file=path.name, format="onnx", precision=precision,
         inputs=describe(graph.input), outputs=describe(graph.output), quantization=quantization,
     )
+
+
+def ort_runner(path: Path):
+    """A function feed -> embeddings over an ONNX Runtime CPU session."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(["embeds"], feed)[0]
+
+
+def static_input_shape(onnx_path: Path, kind: str) -> tuple[int | None, int | None]:
+    """(batch, sequence) when the graph's first input has fixed sizes, else None for each."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return fixed[0], (fixed[1] if kind == "text" else None)
 
 
 def count_ops(path: str | Path) -> dict[str, int]:

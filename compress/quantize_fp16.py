@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vledge.compress.quantize import QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, output_path
+from vledge.compress.quantize import (
+    QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, ort_runner, output_path, record_cosine,
+    static_input_shape,
+)
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -40,4 +43,6 @@ def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config
         "casts": count_ops(out).get("Cast", 0),
         "reason": "the cuda target runs FP16 on tensor cores; float32 I/O keeps runtimes unchanged",
     }
+    if calibration is not None:
+        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, "fp16", static_input_shape(onnx_path, kind))
     return onnx_tower_spec(out, "fp16", details)

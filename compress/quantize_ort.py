@@ -15,24 +15,26 @@ import tempfile
 from pathlib import Path
 
 from vledge.compress.quantize import (
-    QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, output_path, require_calibration,
+    QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, has_attention, onnx_tower_spec, ort_runner,
+    output_path, record_cosine, require_calibration, static_input_shape,
 )
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-# The ort-cpu format chosen per tower kind when QuantizeConfig.ort_cpu_format says "auto", with the
-# measurement behind it (benchmarks/quantize_formats.py, 2 threads, this project's STACK.md CPU).
+# The ort-cpu format per tower kind when QuantizeConfig.ort_cpu_format says "auto". Measured on
+# student-size towers (resnet18 / mobilenet_v3_small at 28 px, BERT 2x256), 2 threads, best of 150:
+# image static 1.10 ms (b1) / 3.48 ms (b8) vs FP32 1.34 / 5.55 vs dynamic 5.67 / 45.5 (ConvInteger is
+# slow); text dynamic 0.80 / 1.69 vs static 0.72 / 2.03 vs FP32 1.13 / 3.27, cosine 0.9999 both.
 ORT_CPU_DEFAULT = {
-    "image": ("static", "static QOperator U8S8 measured fastest on image towers with cosine >= 0.99 to FP32"),
-    "text": ("dynamic", "dynamic INT8 measured faster than static on text towers and needs no calibration"),
+    "image": ("static", "static QOperator U8S8 measured fastest on image towers; dynamic INT8 convolutions ran 4-8x slower than FP32"),
+    "text": ("dynamic", "dynamic INT8 measured as fast as static on text towers (faster at batch 8), as accurate, and needs no calibration"),
 }
-# Op types per (format, kind) when QuantizeConfig gives none for the image tower (text: MatMul).
-DEFAULT_IMAGE_OPS = {
-    "static": ["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"],
-    "dynamic": ["Conv", "MatMul"],
-    "tensorrt": ["Conv", "MatMul", "Gemm"],
-}
+# Image-tower op types when QuantizeConfig gives none. Conv towers also quantize Add/Mul/pooling, so
+# residual chains stay INT8 (resnet18: 0.9905 cosine and fastest); towers with attention keep the
+# weight ops only, as text towers do: quantizing their Add/Mul took a tiny ViT from 0.999 to 0.97.
+CONV_STATIC_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"]
+WEIGHT_OPS = ["Conv", "MatMul", "Gemm"]
 QUANTIZED_OPS = (
     "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
     "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
@@ -62,42 +64,58 @@ def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, con
         fmt, reason = config.ort_cpu_format[kind], f"set by QuantizeConfig.ort_cpu_format[{kind!r}]"
     static = fmt == "static"
     preset = host_cpu_preset() if config.cpu_preset == "auto" else config.cpu_preset
-    ops = config.op_types(kind) or DEFAULT_IMAGE_OPS[fmt]
+    ops = config.op_types(kind) or _default_image_ops(onnx_path, static)
     qconfig = getattr(AutoQuantizationConfig, preset)(
         is_static=static, per_channel=config.per_channel,
         nodes_to_exclude=check_keep_fp32(onnx_path, kind, config), operators_to_quantize=list(ops),
     )
+    if static:
+        # QOperator, not Optimum's static default QDQ: on ORT CPU, QDQ ran 3x slower than FP32.
+        qconfig.format, qconfig.mode = QuantFormat.QOperator, QuantizationMode.QLinearOps
     details = {"method": fmt, "preset": preset, "reason": reason}
-    ranges = None
-    out = output_path(out_dir, kind, ".onnx")
-    with _prepared(onnx_path) as prepared:
-        if static:
-            # QOperator, not Optimum's static default QDQ: on ORT CPU, QDQ ran slower than FP32.
-            qconfig.format, qconfig.mode = QuantFormat.QOperator, QuantizationMode.QLinearOps
-            ranges, details["calibration"] = _calibrate(prepared, kind, calibration, ops, config, "ort-cpu", symmetric=False)
-        _quantize(prepared, qconfig, ranges, out)
-    return onnx_tower_spec(out, "int8", {**_describe(qconfig, "ort-cpu", config), **details, "quantized_nodes": _quantized_counts(out)})
+    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-cpu", details, calibrate=static)
 
 
 @QUANTIZERS.register("ort-tensorrt")
 def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
     """Static INT8 for TensorRT: symmetric activations and weights, per-channel, QDQ (Optimum's preset).
 
-    The graph also runs on ONNX Runtime CPU (the end of the jetson fallback chain), slowly.
+    The graph also runs on ONNX Runtime CPU (the end of the jetson fallback chain), about 3x slower
+    than FP32 there.
     """
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    ops = config.op_types(kind) or DEFAULT_IMAGE_OPS["tensorrt"]
+    ops = config.op_types(kind) or WEIGHT_OPS
     qconfig = AutoQuantizationConfig.tensorrt(
-        per_channel=config.per_channel, nodes_to_exclude=check_keep_fp32(onnx_path, kind, config), operators_to_quantize=list(ops),
+        per_channel=config.per_channel, nodes_to_exclude=check_keep_fp32(onnx_path, kind, config),
+        operators_to_quantize=list(ops),
     )
+    details = {"method": "static", "preset": "tensorrt",
+               "reason": "TensorRT builds INT8 engines from symmetric per-channel QDQ graphs"}
+    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-tensorrt", details, calibrate=True)
+
+
+def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool):
+    """Pre-process, calibrate (static only), quantize, then check the result against FP32."""
+    if calibrate:
+        calibration = require_calibration(calibration, kind, scheme)
     out = output_path(out_dir, kind, ".onnx")
     with _prepared(onnx_path) as prepared:
-        ranges, calib = _calibrate(prepared, kind, calibration, ops, config, "ort-tensorrt", symmetric=True)
+        ranges = None
+        if calibrate:
+            symmetric = qconfig.activations_symmetric and qconfig.weights_symmetric
+            ranges, details["calibration"] = _calibrate(prepared, kind, calibration, qconfig.operators_to_quantize, config, symmetric)
         _quantize(prepared, qconfig, ranges, out)
-    details = {"method": "static", "preset": "tensorrt", "calibration": calib,
-               "reason": "TensorRT builds INT8 engines from symmetric per-channel QDQ graphs"}
-    return onnx_tower_spec(out, "int8", {**_describe(qconfig, "ort-tensorrt", config), **details, "quantized_nodes": _quantized_counts(out)})
+    details = {**_describe(qconfig, scheme, config), **details, "quantized_nodes": _quantized_counts(out)}
+    if calibration is not None:
+        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, scheme, static_input_shape(onnx_path, kind))
+    return onnx_tower_spec(out, "int8", details)
+
+
+def _default_image_ops(onnx_path: Path, static: bool) -> list[str]:
+    if not static:
+        return ["Conv", "MatMul"]
+    return WEIGHT_OPS if has_attention(count_ops(onnx_path)) else CONV_STATIC_OPS
 
 
 @contextlib.contextmanager
@@ -119,27 +137,27 @@ def _prepared(onnx_path: Path):
         yield prepared
 
 
-def _calibrate(onnx_path: Path, kind: str, calibration, ops, config: QuantizeConfig, scheme: str, symmetric: bool):
+def _calibrate(onnx_path: Path, kind: str, calibration, ops, config: QuantizeConfig, symmetric: bool):
     """Activation ranges from MinMax calibration over the tower's calibration batches."""
     from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime.configuration import CalibrationConfig
 
-    calibration = require_calibration(calibration, kind, scheme)
     batch, seq = static_input_shape(onnx_path, kind)
     reader = calibration.data_reader(kind, batch or config.calibration_batch, seq)
+    samples = len(calibration.samples(kind))
     calib = CalibrationConfig(
         dataset_name=calibration.source or "vledge", dataset_config_name=kind, dataset_split="calibration",
-        dataset_num_samples=len(calibration.samples(kind)), method=CalibrationMethod.MinMax,
+        dataset_num_samples=samples, method=CalibrationMethod.MinMax,
     )
     with tempfile.TemporaryDirectory(prefix="vledge-calib-") as tmp:
         calibrator = calib.create_calibrator(
-            onnx_model_path=onnx_path.as_posix(), operators_to_quantize=list(ops),
+            onnx_model_path=onnx_path.as_posix(), operators_to_quantize=[getattr(op, "value", op) for op in ops],
             augmented_model_name=str(Path(tmp) / "augmented.onnx"), force_symmetric_range=symmetric,
         )
         calibrator.collect_data(reader)
         ranges = calibrator.compute_data()
-    return ranges, {"method": "minmax", "samples": len(calibration.samples(kind)), "batches": len(reader),
-                    "symmetric": symmetric, "source": calibration.source}
+    return ranges, {"method": "minmax", "samples": samples, "batches": len(reader), "symmetric": symmetric,
+                    "source": calibration.source}
 
 
 def _quantize(onnx_path: Path, qconfig, ranges, out: Path) -> Path:
@@ -156,15 +174,6 @@ def _quantize(onnx_path: Path, qconfig, ranges, out: Path) -> Path:
             raise ExportError(f"quantizing {onnx_path.name} failed: {type(exc).__name__}: {exc}") from exc
         shutil.move(str(Path(folder) / f"{onnx_path.stem}_quantized.onnx"), out)
     return out
-
-
-def static_input_shape(onnx_path: Path, kind: str) -> tuple[int | None, int | None]:
-    """(batch, sequence) when the graph's first input has fixed sizes, else None for each."""
-    import onnx
-
-    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    return fixed[0], (fixed[1] if kind == "text" else None)
 
 
 def _describe(qconfig, scheme: str, config: QuantizeConfig) -> dict:

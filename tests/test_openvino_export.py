@@ -3,6 +3,7 @@ ONNX tower, quantized ops really present, runs on OpenVINO CPU at f32, embedding
 real Fashion-MNIST images and captions. Thresholds sit below what was measured (in the comments).
 """
 
+import functools
 import os
 from types import SimpleNamespace
 
@@ -20,11 +21,16 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(DEFAULT_DIR), reason="Fashion-
 SEQ = 16  # the tiny tokenizer's max_length
 
 
-def compiled(path):
+@functools.lru_cache(maxsize=1)
+def core():
     import openvino as ov
 
+    return ov.Core()
+
+
+def compiled(path):
     # This CPU runs bfloat16 by default; f32 makes parity meaningful.
-    return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def embed_ov(path, feeds):
@@ -34,9 +40,7 @@ def embed_ov(path, feeds):
 
 
 def read_ops(path):
-    import openvino as ov
-
-    return count_ov_ops(ov.Core().read_model(str(path)))
+    return count_ov_ops(core().read_model(str(path)))
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +102,8 @@ def test_static_text_needs_a_sequence_length(towers, tmp_path):
 
 # kind, min mean cosine, min worst cosine (measured mean / worst in the comments)
 @pytest.mark.parametrize("kind,mean_cos,min_cos", [
-    ("image", 0.99, 0.97),  # 0.998 / 0.993
-    ("text", 0.999, 0.998),  # 0.9999 / 0.9996
+    ("image", 0.99, 0.97),  # 0.9976 / 0.980
+    ("text", 0.999, 0.999),  # 1.0000 / 0.9999
 ])
 def test_nncf_quantizes_and_stays_close(towers, tmp_path, kind, mean_cos, min_cos):
     spec = quantize_tower(towers.onnx[kind], kind, "nncf", towers.calibration, tmp_path)
@@ -108,7 +112,7 @@ def test_nncf_quantizes_and_stays_close(towers, tmp_path, kind, mean_cos, min_co
     assert (spec.file, spec.format, spec.precision) == (f"{kind}_encoder.xml", "openvino", "int8")
     q = spec.quantization
     assert (q["scheme"], q["method"], q["preset"], q["target_device"]) == ("nncf", "static", "mixed", "CPU")
-    assert q["model_type"] == ("transformer" if kind == "text" else "default")
+    assert q["model_type"] == "transformer"  # the tiny image tower is a ViT
     assert q["quantized_nodes"]["FakeQuantize"] == ops["FakeQuantize"]
     feeds = towers.evaluation.batches(kind, 8)
     cos = (embed_ov(towers.folder / f"{kind}.xml", feeds) * embed_ov(tmp_path / spec.file, feeds)).sum(1)
@@ -126,7 +130,7 @@ def test_nncf_symmetric_on_a_static_ir_keeps_it_static(towers, tmp_path):
     assert read_ops(tmp_path / spec.file).get("FakeQuantize", 0) > 0
     feeds = towers.evaluation.batches("text", 1, seq_len=SEQ)
     cos = (embed_ov(static / "text.xml", feeds) * embed_ov(tmp_path / spec.file, feeds)).sum(1)
-    assert cos.min() >= 0.998, cos.min()  # measured 0.9997
+    assert cos.min() >= 0.999, cos.min()  # measured 0.9997
 
 
 def test_weights_only_fallback_and_keep_fp32(towers, tmp_path):
@@ -134,12 +138,15 @@ def test_weights_only_fallback_and_keep_fp32(towers, tmp_path):
     spec = quantize_tower(towers.onnx["text"], "text", "nncf", None, tmp_path, config)
     ops = read_ops(tmp_path / spec.file)
     assert "FakeQuantize" not in ops and ops.get("Constant:u8", 0) > 0
-    full = quantize_tower(towers.onnx["text"], "text", "nncf", None, tmp_path / "all", QuantizeConfig(weights_only=True))
-    assert ops["Constant:u8"] < read_ops(tmp_path / "all" / full.file)["Constant:u8"]  # the kept layer stays float
+    model = core().read_model(str(tmp_path / spec.file))
+    weight_source = {op.get_friendly_name(): op.input_value(1).get_node() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    # OpenVINO names the ONNX node /proj/MatMul after the output it produces; its weight stays a float constant.
+    assert (weight_source["embeds"].get_type_name(), weight_source["embeds"].get_output_element_type(0).get_type_name()) == ("Constant", "f32")
+    assert sum(src.get_type_name() != "Constant" for src in weight_source.values()) > 0  # others decompress from u8
     assert spec.quantization["method"] == "weights-only" and spec.quantization["keep_fp32"] == ["/proj/MatMul"]
     feeds = towers.evaluation.batches("text", 8)
     cos = (embed_ov(towers.folder / "text.xml", feeds) * embed_ov(tmp_path / spec.file, feeds)).sum(1)
-    assert cos.min() >= 0.999, cos.min()  # measured 0.9999
+    assert cos.min() >= 0.999, cos.min()  # measured 1.0000
 
 
 def test_keep_fp32_unknown_name_is_an_error(towers, tmp_path):

@@ -13,7 +13,6 @@ from vledge.compress.export import dummy_inputs, export_onnx, onnx_parity
 from vledge.compress.prune import PruneConfig, apply_pruned_shapes_, count_params, prune_
 from vledge.errors import CheckpointError, ConfigError
 from vledge.models import hf_clip, narrow_resnet  # noqa: F401  (registers the clip and narrow_resnet towers)
-from vledge.models import image_towers, text_towers
 from vledge.models.checkpoint import load_dual_encoder, save_dual_encoder
 from vledge.models.factory import build_dual_encoder
 
@@ -73,15 +72,6 @@ def pruned(tmp_path_factory):
         original = copy.deepcopy(model)
         out[name] = (original, model, prune_(model, PruneConfig(ratio=0.5)))
     return out
-
-
-@pytest.fixture
-def replaying_loader(monkeypatch):
-    """load_dual_encoder with apply_pruned_shapes_ called after each tower is built (the proposed loader patch)."""
-    for module, name in ((image_towers, "build_image_tower"), (text_towers, "build_text_tower")):
-        build = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda cfg, dim, build=build: apply_pruned_shapes_(build(cfg, dim), cfg))
-    return load_dual_encoder
 
 
 # --- parameters fall by the expected amounts -------------------------------------------------------
@@ -171,12 +161,12 @@ def test_onnx_files_shrink(pruned, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "vit", "clip"])
-def test_save_load_round_trip_is_identical(pruned, name, tmp_path, replaying_loader):
+def test_save_load_round_trip_is_identical(pruned, name, tmp_path):
     original, model, _ = pruned[name]
     save_dual_encoder(model, tmp_path / "ckpt")
     saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert saved["image_tower"].get("pruned") or saved["text_tower"].get("pruned")
-    loaded = replaying_loader(tmp_path / "ckpt")
+    loaded = load_dual_encoder(tmp_path / "ckpt")
     for want, got in zip(_outputs(model), _outputs(loaded)):
         assert torch.equal(want, got)
     assert count_params(loaded) == count_params(model)
@@ -184,7 +174,7 @@ def test_save_load_round_trip_is_identical(pruned, name, tmp_path, replaying_loa
     assert json.loads((tmp_path / "again" / "config.json").read_text())["image_tower"] == saved["image_tower"]
 
 
-def test_pruning_twice_composes_and_still_reloads(tmp_path, replaying_loader):
+def test_pruning_twice_composes_and_still_reloads(tmp_path):
     model = tiny_resnet_bert(text_tower={**TINY_TEXT, "num_heads": 4})
     _randomise_batchnorm_(model)
     prune_(model, PruneConfig(ratio=0.5, round_to=1))
@@ -194,7 +184,7 @@ def test_pruning_twice_composes_and_still_reloads(tmp_path, replaying_loader):
     removed = model.text_tower.config["pruned"]["heads"]["encoder.encoder.layer.0.attention"]
     assert len(removed) == 3 and set(second.towers["text"].heads_removed["encoder.encoder.layer.0.attention"]) < set(removed)
     save_dual_encoder(model, tmp_path / "ckpt")
-    for want, got in zip(_outputs(model), _outputs(replaying_loader(tmp_path / "ckpt"))):
+    for want, got in zip(_outputs(model), _outputs(load_dual_encoder(tmp_path / "ckpt"))):
         assert torch.equal(want, got)
 
 

@@ -75,11 +75,11 @@ def towers(tmp_path_factory):
 # scheme, config, tower, ops that must appear, method recorded, min mean cosine, min worst cosine
 # (measured on these towers: mean / worst in the comments)
 CASES = [
-    ("ort-cpu", {}, "image", {"QLinearMatMul", "QLinearConv"}, "static", 0.995, 0.98),  # 0.9993 / 0.997
+    ("ort-cpu", {}, "image", {"QLinearMatMul", "QLinearConv"}, "static", 0.995, 0.99),  # 0.9993 / 0.9973
     ("ort-cpu", {}, "text", {"MatMulInteger", "DynamicQuantizeLinear"}, "dynamic", 0.999, 0.999),  # 1.0000 / 1.0000
-    ("ort-cpu", {"ort_cpu_format": {"image": "dynamic"}}, "image", {"MatMulInteger", "ConvInteger"}, "dynamic", 0.999, 0.995),  # 0.9997 / 0.998
+    ("ort-cpu", {"ort_cpu_format": {"image": "dynamic"}}, "image", {"MatMulInteger", "ConvInteger"}, "dynamic", 0.999, 0.995),  # 0.9997 / 0.9985
     ("ort-cpu", {"ort_cpu_format": {"text": "static"}}, "text", {"QLinearMatMul"}, "static", 0.999, 0.999),  # 1.0000 / 0.9999
-    ("ort-tensorrt", {}, "image", {"QuantizeLinear", "DequantizeLinear"}, "static", 0.995, 0.99),  # 0.9993 / 0.997
+    ("ort-tensorrt", {}, "image", {"QuantizeLinear", "DequantizeLinear"}, "static", 0.995, 0.99),  # 0.9993 / 0.9975
     ("ort-tensorrt", {}, "text", {"QuantizeLinear", "DequantizeLinear"}, "static", 0.999, 0.999),  # 1.0000 / 0.9999
 ]
 
@@ -105,7 +105,7 @@ def test_ort_cpu_static_quantizes_every_conv_of_a_conv_tower(towers, tmp_path):
     counts = count_ops(tmp_path / spec.file)
     assert counts.get("QLinearConv") == count_ops(towers.fp32["conv"])["Conv"] and "Conv" not in counts
     assert spec.quantization["format"] == "QOperator" and spec.quantization["activations"] == "QUInt8 asymmetric"
-    # The width-0.25 MobileNet (8-24 channels) is the worst case: measured 0.92 mean / 0.76 worst.
+    # The width-0.25 MobileNet (8-24 channels) is the worst case: measured 0.934 mean, 0.52 worst.
     feeds = towers.evaluation.batches("image", 8)
     cos = (embed(towers.fp32["conv"], feeds) * embed(tmp_path / spec.file, feeds)).sum(1)
     assert cos.mean() >= 0.85, cos.mean()

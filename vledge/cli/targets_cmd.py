@@ -15,7 +15,8 @@ def run(args) -> int:
     available = available_placements()
     rows = [("target", "format", "precision", "runs here as", "install", "description")]
     for name, spec in TARGETS.items():
-        here = next((str(p) for p in spec.chain if p in available), "no")
+        reachable = [p for p in spec.chain if p in available]
+        here = "no" if not reachable else str(reachable[0]) + ("" if reachable[0] == spec.chain[0] else " (fallback)")
         rows.append((name, spec.export_format, spec.precision, here, f'vledge[{spec.extra}]', spec.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

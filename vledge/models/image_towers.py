@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vledge.models.prune_shapes import apply_pruned_shapes_
 from vledge.registry import Registry
 
 # arch name -> factory(config, embed_dim) returning a tower module with a ``config`` attribute
@@ -18,7 +19,8 @@ IMAGE_TOWERS: Registry[Callable[[dict, int], nn.Module]] = Registry("image tower
 
 
 def build_image_tower(config: dict, embed_dim: int) -> nn.Module:
-    return IMAGE_TOWERS.get(config["arch"])(config, embed_dim)
+    """Build from ``config``; a pruned tower replays its recorded shapes so its weights fit."""
+    return apply_pruned_shapes_(IMAGE_TOWERS.get(config["arch"])(config, embed_dim), config)
 
 
 class BackboneTower(nn.Module):

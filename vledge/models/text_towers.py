@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vledge.models.prune_shapes import apply_pruned_shapes_
 from vledge.registry import Registry
 
 # arch name -> factory(config, embed_dim) returning a tower module with a ``config`` attribute
@@ -17,7 +18,8 @@ TEXT_TOWERS: Registry[Callable[[dict, int], nn.Module]] = Registry("text tower")
 
 
 def build_text_tower(config: dict, embed_dim: int) -> nn.Module:
-    return TEXT_TOWERS.get(config["arch"])(config, embed_dim)
+    """Build from ``config``; a pruned tower replays its recorded shapes so its weights fit."""
+    return apply_pruned_shapes_(TEXT_TOWERS.get(config["arch"])(config, embed_dim), config)
 
 
 class PooledTextTower(nn.Module):
