@@ -73,19 +73,21 @@ def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
 
 
-def _class_prompt_embeddings(model, classes, templates) -> torch.Tensor:
-    prompts = [t.format(c) for c in classes for t in templates]
-    emb = model.encode_text(*model.tokenize(prompts)).view(len(classes), len(templates), -1)
-    return torch.nn.functional.normalize(emb.mean(1), dim=-1)
-
-
 def _step(model, batch, classes, templates, config: TrainConfig, generator) -> tuple[torch.Tensor, dict]:
     pixels = _augment(torch.from_numpy(batch.pixels), generator)
     image = model.encode_image(pixels)
-    text = model.encode_text(*model.tokenize(batch.captions))
     labels = torch.from_numpy(batch.labels)
-    labelled = classes and bool((labels >= 0).any())
-    class_emb = _class_prompt_embeddings(model, classes, templates) if labelled else None
+    prompts = [t.format(c) for c in classes for t in templates] if classes and bool((labels >= 0).any()) else []
+    # Captions made from class names repeat within a batch and are the class prompts themselves:
+    # encoding each distinct text once cuts the text tower's cost several-fold.
+    unique = list(dict.fromkeys(batch.captions + prompts))
+    position = {text: i for i, text in enumerate(unique)}
+    text_all = model.encode_text(*model.tokenize(unique))
+    text = text_all[[position[c] for c in batch.captions]]
+    class_emb = None
+    if prompts:
+        per_prompt = text_all[[position[p] for p in prompts]].view(len(classes), len(templates), -1)
+        class_emb = torch.nn.functional.normalize(per_prompt.mean(1), dim=-1)
     scale = model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
     return joint_loss(
         image, text, scale, class_embeds=class_emb, labels=labels, contrastive_weight=config.contrastive_weight
@@ -104,7 +106,7 @@ def _optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=True)
 
 
 def _save_best(model, out: Path, config: TrainConfig, history: list, base: str | None, peft_model) -> None:
