@@ -111,9 +111,6 @@ class CalibrationData:
             def __len__(self):
                 return len(self.feeds)
 
-            def rewind(self):
-                self._it = iter(self.feeds)
-
         return _Reader(self.batches(kind, batch_size, seq_len))
 
     def nncf_dataset(self, kind: str, batch_size: int = 1, seq_len: int | None = None):

@@ -51,7 +51,9 @@ def convert_onnx(
     inputs = []
     for name, element in INPUTS[kind]:
         if name not in onnx_dims:
-            raise ExportError(f"{onnx_path} has no input {name!r} (inputs: {sorted(onnx_dims)}); export it with export_onnx")
+            raise ExportError(
+                f"{onnx_path} has no input {name!r} (inputs: {sorted(onnx_dims)}); export it with export_onnx"
+            )
         shape = list(onnx_dims[name])
         if static_batch is not None:
             shape[0] = static_batch
@@ -68,7 +70,8 @@ def convert_onnx(
         raise ExportError(f"OpenVINO conversion of {onnx_path} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def save_openvino(ov_model, xml_path: str | Path, kind: str, precision: str = "fp32", quantization: dict | None = None) -> TowerSpec:
+def save_openvino(ov_model, xml_path: str | Path, kind: str, precision: str = "fp32",
+                  quantization: dict | None = None) -> TowerSpec:
     """Write ``xml_path`` and its ``.bin`` (float weights kept float32) and describe them as a TowerSpec."""
     import openvino as ov
 

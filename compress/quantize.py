@@ -34,7 +34,7 @@ QUANTIZERS: Registry[Quantizer] = Registry("quantization scheme")
 
 @dataclass
 class QuantizeConfig:
-    """Settings every quantization scheme reads; unknown to a scheme means ignored by it.
+    """Quantization settings; each scheme reads the fields that concern it and ignores the rest.
 
     - ``calibration_samples``: items drawn for static calibration (``CalibrationData.from_dataset``).
     - ``calibration_batch``: batch size of the calibration feeds (static-shape towers use their own).
@@ -42,7 +42,8 @@ class QuantizeConfig:
     - ``image_op_types``: ONNX op types quantized in image towers (None: the scheme's default).
     - ``text_op_types``: the same for text towers; MatMul only by default, because static INT8 over
       every op type wrecked text towers (cosine 0.2-0.3 to FP32) and MatMul alone kept 0.9995.
-    - ``keep_fp32``: node names left in float (the verify gate's recovery for offending layers).
+    - ``keep_fp32``: ONNX node names left in float (the verify gate's recovery for offending layers);
+      OpenVINO schemes map them to IR ops, and also take IR op names. A name that matches nothing raises.
     - ``ort_cpu_format``: per tower kind, ``static`` (QOperator U8S8), ``dynamic`` or ``auto``
       (the format measured faster and accurate for that kind, see ``quantize_ort``).
     - ``cpu_preset``: Optimum's CPU preset (``auto``: chosen from the host CPU).
@@ -79,7 +80,9 @@ class QuantizeConfig:
                 raise ConfigError(f"{where}.{name} is empty: give op types such as ['MatMul'], or null for the default")
             setattr(self, name, list(value))
         if not isinstance(self.ort_cpu_format, dict) or set(self.ort_cpu_format) - set(KINDS):
-            raise ConfigError(f"{where}.ort_cpu_format must map 'image' and 'text' to a format, got {self.ort_cpu_format!r}")
+            raise ConfigError(
+                f"{where}.ort_cpu_format must map 'image' and 'text' to a format, got {self.ort_cpu_format!r}"
+            )
         self.ort_cpu_format = {"image": "auto", "text": "auto", **self.ort_cpu_format}
         for kind, fmt in self.ort_cpu_format.items():
             _check_choice(f"{where}.ort_cpu_format[{kind!r}]", fmt, ORT_CPU_FORMATS)
@@ -162,6 +165,14 @@ def require_calibration(calibration, kind: str, scheme: str):
     return calibration
 
 
+def require_onnx(path: Path, scheme: str) -> None:
+    """ONNX Runtime schemes read ONNX files only (an OpenVINO IR cannot go back)."""
+    if path.suffix != ".onnx":
+        raise ConfigError(
+            f"quantization scheme {scheme!r} needs an ONNX tower, got {path.name}; pass the exported .onnx file"
+        )
+
+
 def check_keep_fp32(onnx_path: Path, kind: str, config: "QuantizeConfig") -> list[str]:
     """``config.keep_fp32``, after checking every name is a node of the ONNX graph (a typo would
     otherwise silently quantize the layer it meant to protect)."""
@@ -174,7 +185,10 @@ def check_keep_fp32(onnx_path: Path, kind: str, config: "QuantizeConfig") -> lis
         if name not in nodes:
             close = difflib.get_close_matches(name, nodes, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({onnx_path.name}).{hint}")
+            raise ConfigError(
+                f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower "
+                f"({onnx_path.name}).{hint}"
+            )
     return list(config.keep_fp32)
 
 

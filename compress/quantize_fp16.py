@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vledge.compress.quantize import (
     QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, ort_runner, output_path, record_cosine,
-    static_input_shape,
+    require_onnx, static_input_shape,
 )
 from vledge.errors import ExportError
 
@@ -23,7 +23,9 @@ def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config
     """Convert float32 initializers and ops to float16, except ``config.keep_fp32`` nodes."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
+    require_onnx(onnx_path, "fp16")
     model = onnx.load(str(onnx_path))
     try:
         converted = convert_float_to_float16(
@@ -31,6 +33,9 @@ def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config
         )
     except Exception as exc:  # the converter raises many unrelated types
         raise ExportError(f"FP16 conversion of {onnx_path.name} failed: {type(exc).__name__}: {exc}") from exc
+    # The converter appends the input Casts at the end of the node list; ONNX Runtime does not mind,
+    # the ONNX checker (and stricter runtimes) want nodes in topological order.
+    OnnxModel(converted).topological_sort()
     out = output_path(out_dir, kind, ".onnx")
     onnx.save(converted, str(out))
     fp16_initializers = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in converted.graph.initializer)
@@ -44,5 +49,6 @@ def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config
         "reason": "the cuda target runs FP16 on tensor cores; float32 I/O keeps runtimes unchanged",
     }
     if calibration is not None:
-        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, "fp16", static_input_shape(onnx_path, kind))
+        shape = static_input_shape(onnx_path, kind)
+        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, "fp16", shape)
     return onnx_tower_spec(out, "fp16", details)

@@ -32,7 +32,8 @@ def quantize_nncf_symmetric(onnx_path: Path, kind: str, calibration, out_dir: Pa
     return _quantize(onnx_path, kind, calibration, out_dir, config, scheme="nncf-symmetric", symmetric=True)
 
 
-def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig, scheme: str, symmetric: bool):
+def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig, scheme: str,
+              symmetric: bool):
     import nncf
     import openvino as ov
 
@@ -62,13 +63,15 @@ def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: Quant
                 method="static", preset=preset.value, target_device=target.value,
                 model_type="transformer" if transformer else "default",
                 activations="int8 symmetric" if symmetric else "int8 asymmetric", weights="int8 symmetric per-channel",
-                calibration={"samples": len(calibration.samples(kind)), "batches": dataset.get_length(), "source": calibration.source},
-                reason="symmetric INT8 is what the NPU runs" if symmetric else "NNCF mixed preset: OpenVINO CPU's INT8 path",
+                calibration={"samples": len(calibration.samples(kind)), "batches": dataset.get_length(),
+                             "source": calibration.source},
+                reason="symmetric INT8 is what the NPU runs" if symmetric
+                else "NNCF mixed preset: OpenVINO CPU's INT8 path",
             )
-    except (nncf.ValidationError, RuntimeError) as exc:
+    except (nncf.ValidationError, nncf.InternalError, nncf.UnsupportedModelError, RuntimeError) as exc:
         raise ExportError(f"NNCF quantization of the {kind} tower failed: {type(exc).__name__}: {exc}") from exc
-    counts = count_ov_ops(model)
-    details["quantized_nodes"] = {k: v for k, v in counts.items() if k in ("FakeQuantize", "Constant:i8", "Constant:u8")}
+    low_precision = ("FakeQuantize", "Constant:i8", "Constant:u8")
+    details["quantized_nodes"] = {k: n for k, n in count_ov_ops(model).items() if k in low_precision}
     if reference is not None:
         record_cosine(details, reference, ov_runner(model), calibration, kind, scheme, _static_shape(model, kind))
     return save_openvino(model, output_path(out_dir, kind, ".xml"), kind, "int8", details)
@@ -108,6 +111,8 @@ def _ov_names(model, source: Path, names: list[str], kind: str) -> list[str]:
             or any(tensor_of.get(name, set()) & out.get_names() for out in op.outputs())
         ]
         if not matches:
-            raise ConfigError(f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({source.name})")
+            raise ConfigError(
+                f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({source.name})"
+            )
         found += matches
     return sorted(set(found))

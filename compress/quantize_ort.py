@@ -16,19 +16,21 @@ from pathlib import Path
 
 from vledge.compress.quantize import (
     QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, has_attention, onnx_tower_spec, ort_runner,
-    output_path, record_cosine, require_calibration, static_input_shape,
+    output_path, record_cosine, require_calibration, require_onnx, static_input_shape,
 )
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-# The ort-cpu format per tower kind when QuantizeConfig.ort_cpu_format says "auto". Measured on
-# student-size towers (resnet18 / mobilenet_v3_small at 28 px, BERT 2x256), 2 threads, best of 150:
-# image static 1.10 ms (b1) / 3.48 ms (b8) vs FP32 1.34 / 5.55 vs dynamic 5.67 / 45.5 (ConvInteger is
-# slow); text dynamic 0.80 / 1.69 vs static 0.72 / 2.03 vs FP32 1.13 / 3.27, cosine 0.9999 both.
+# The ort-cpu format per tower kind when QuantizeConfig.ort_cpu_format says "auto". Measured on a
+# student-size pair (resnet18 at 28 px, BERT 2x256), 2 threads, best of 150 on a shared host, ms at
+# batch 1 / 8: image static 1.23 / 2.56, FP32 1.85 / 5.69, dynamic 7.1 / 39 (ConvInteger is slow);
+# text dynamic 0.73 / 1.78, static 0.67 / 2.04, FP32 1.25 / 3.53; text cosine to FP32 0.9999+ for both.
 ORT_CPU_DEFAULT = {
-    "image": ("static", "static QOperator U8S8 measured fastest on image towers; dynamic INT8 convolutions ran 4-8x slower than FP32"),
-    "text": ("dynamic", "dynamic INT8 measured as fast as static on text towers (faster at batch 8), as accurate, and needs no calibration"),
+    "image": ("static", "static QOperator U8S8 measured fastest on image towers; "
+                        "dynamic INT8 convolutions ran 4-12x slower than FP32"),
+    "text": ("dynamic", "dynamic INT8 measured within 0.1 ms of static on text towers at batch 1 and faster at 8, "
+                        "as accurate, and needs no calibration"),
 }
 # Image-tower op types when QuantizeConfig gives none. Conv towers also quantize Add/Mul/pooling, so
 # residual chains stay INT8 (resnet18: 0.9905 cosine and fastest); towers with attention keep the
@@ -64,7 +66,7 @@ def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, con
         fmt, reason = config.ort_cpu_format[kind], f"set by QuantizeConfig.ort_cpu_format[{kind!r}]"
     static = fmt == "static"
     preset = host_cpu_preset() if config.cpu_preset == "auto" else config.cpu_preset
-    ops = config.op_types(kind) or _default_image_ops(onnx_path, static)
+    ops = config.op_types(kind) or _default_ops(onnx_path, static)
     qconfig = getattr(AutoQuantizationConfig, preset)(
         is_static=static, per_channel=config.per_channel,
         nodes_to_exclude=check_keep_fp32(onnx_path, kind, config), operators_to_quantize=list(ops),
@@ -97,6 +99,7 @@ def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path
 
 def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool):
     """Pre-process, calibrate (static only), quantize, then check the result against FP32."""
+    require_onnx(onnx_path, scheme)
     if calibrate:
         calibration = require_calibration(calibration, kind, scheme)
     out = output_path(out_dir, kind, ".onnx")
@@ -104,15 +107,18 @@ def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details
         ranges = None
         if calibrate:
             symmetric = qconfig.activations_symmetric and qconfig.weights_symmetric
-            ranges, details["calibration"] = _calibrate(prepared, kind, calibration, qconfig.operators_to_quantize, config, symmetric)
+            ops = qconfig.operators_to_quantize
+            ranges, details["calibration"] = _calibrate(prepared, kind, calibration, ops, config, symmetric)
         _quantize(prepared, qconfig, ranges, out)
     details = {**_describe(qconfig, scheme, config), **details, "quantized_nodes": _quantized_counts(out)}
     if calibration is not None:
-        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, scheme, static_input_shape(onnx_path, kind))
+        shape = static_input_shape(onnx_path, kind)
+        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, scheme, shape)
     return onnx_tower_spec(out, "int8", details)
 
 
-def _default_image_ops(onnx_path: Path, static: bool) -> list[str]:
+def _default_ops(onnx_path: Path, static: bool) -> list[str]:
+    """Op types when QuantizeConfig gives none for this tower kind (see CONV_STATIC_OPS)."""
     if not static:
         return ["Conv", "MatMul"]
     return WEIGHT_OPS if has_attention(count_ops(onnx_path)) else CONV_STATIC_OPS
@@ -133,7 +139,9 @@ def _prepared(onnx_path: Path):
             # arithmetic and then leaves a temporary model in the working directory.
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         except Exception as exc:  # shape inference raises many unrelated types
-            raise ExportError(f"pre-processing {onnx_path.name} for quantization failed: {type(exc).__name__}: {exc}") from exc
+            raise ExportError(
+                f"pre-processing {onnx_path.name} for quantization failed: {type(exc).__name__}: {exc}"
+            ) from exc
         yield prepared
 
 
@@ -180,12 +188,16 @@ def _describe(qconfig, scheme: str, config: QuantizeConfig) -> dict:
     return {
         "scheme": scheme,
         "format": qconfig.format.name,
-        "activations": f"{qconfig.activations_dtype.name} {'symmetric' if qconfig.activations_symmetric else 'asymmetric'}",
-        "weights": f"{qconfig.weights_dtype.name} {'symmetric' if qconfig.weights_symmetric else 'asymmetric'}"
+        "activations": f"{qconfig.activations_dtype.name} {_symmetry(qconfig.activations_symmetric)}",
+        "weights": f"{qconfig.weights_dtype.name} {_symmetry(qconfig.weights_symmetric)}"
                    f"{' per-channel' if qconfig.per_channel else ' per-tensor'}",
         "op_types": [getattr(op, "value", op) for op in qconfig.operators_to_quantize],
         "keep_fp32": list(config.keep_fp32),
     }
+
+
+def _symmetry(symmetric: bool) -> str:
+    return "symmetric" if symmetric else "asymmetric"
 
 
 def _quantized_counts(path: Path) -> dict[str, int]:

@@ -17,6 +17,7 @@ import pytest
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
 from vledge.compress.quantize import QuantizeConfig, count_ops, quantize_tower
+from vledge.compress.quantize_ort import host_cpu_preset
 from vledge.data.base import Subset
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import ConfigError
@@ -89,22 +90,31 @@ def test_ort_schemes_quantize_run_and_stay_close(towers, tmp_path, scheme, overr
     spec = quantize_tower(towers.fp32[kind], kind, scheme, towers.calibration, tmp_path, QuantizeConfig(**overrides))
     path = tmp_path / spec.file
     assert spec.file == f"{kind}_encoder.onnx" and spec.format == "onnx" and spec.precision == "int8"
+    onnx.checker.check_model(str(path))
     counts = count_ops(path)
     assert all(counts.get(op, 0) > 0 for op in ops), counts
     assert spec.quantization["scheme"] == scheme and spec.quantization["method"] == method
     assert spec.quantization["quantized_nodes"] == {k: v for k, v in counts.items() if k in spec.quantization["quantized_nodes"]}
-    assert spec.quantization["reason"]
+    assert spec.quantization["reason"] and spec.quantization["cosine_to_fp32"]["mean"] >= mean_cos
+    # Text towers, and image towers with attention (this ViT), quantize weight ops only.
+    expected_ops = ["MatMul"] if kind == "text" else ["Conv", "MatMul", "Gemm"] if method == "static" else ["Conv", "MatMul"]
+    assert spec.quantization["op_types"] == expected_ops
     assert [t.name for t in spec.inputs] == (["pixel_values"] if kind == "image" else ["input_ids", "attention_mask"])
     assert spec.inputs[0].shape[0] == "batch" and spec.outputs[0].name == "embeds"
     cos = cosine_to_fp32(towers, kind, path)
     assert cos.mean() >= mean_cos and cos.min() >= min_cos, (cos.mean(), cos.min())
 
 
-def test_ort_cpu_static_quantizes_every_conv_of_a_conv_tower(towers, tmp_path):
-    spec = quantize_tower(towers.fp32["conv"], "image", "ort-cpu", towers.calibration, tmp_path)
+def test_ort_cpu_static_quantizes_every_conv_of_a_conv_tower(towers, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vledge.compress.quantize"):
+        spec = quantize_tower(towers.fp32["conv"], "image", "ort-cpu", towers.calibration, tmp_path)
     counts = count_ops(tmp_path / spec.file)
     assert counts.get("QLinearConv") == count_ops(towers.fp32["conv"])["Conv"] and "Conv" not in counts
-    assert spec.quantization["format"] == "QOperator" and spec.quantization["activations"] == "QUInt8 asymmetric"
+    assert counts.get("QLinearAdd", 0) > 0  # conv towers keep residual chains in INT8
+    q = spec.quantization
+    assert q["format"] == "QOperator" and q["activations"] == "QUInt8 asymmetric" and q["preset"] == host_cpu_preset()
+    # The in-sample check is recorded, and a low one is said out loud.
+    assert q["cosine_to_fp32"]["mean"] < 0.99 and "ort-cpu image tower keeps only cosine" in caplog.text
     # The width-0.25 MobileNet (8-24 channels) is the worst case: measured 0.934 mean, 0.52 worst.
     feeds = towers.evaluation.batches("image", 8)
     cos = (embed(towers.fp32["conv"], feeds) * embed(tmp_path / spec.file, feeds)).sum(1)
@@ -122,10 +132,19 @@ def test_tensorrt_is_symmetric_per_channel_qdq(towers, tmp_path):
     assert not {"QLinearConv", "QLinearMatMul", "MatMulInteger"} & set(count_ops(tmp_path / spec.file))
 
 
+def test_static_shape_tower_is_calibrated_at_its_own_shape(towers, tmp_path):
+    static = export_onnx(towers.model, "text", tmp_path / "static.onnx", static_batch=2, static_seq=16)
+    spec = quantize_tower(tmp_path / "static.onnx", "text", "ort-tensorrt", towers.calibration, tmp_path)
+    assert static.static and spec.static and [t.shape for t in spec.inputs] == [[2, 16], [2, 16]]
+    assert spec.quantization["calibration"]["batches"] == 32  # 64 samples, batch 2, padded to 16 tokens
+    assert spec.quantization["cosine_to_fp32"]["min"] >= 0.999  # measured 0.9999
+
+
 def test_fp16_keeps_float32_io_and_runs_on_cpu(towers, tmp_path):
     for kind in ("image", "text"):
         spec = quantize_tower(towers.fp32[kind], kind, "fp16", None, tmp_path)
         model = onnx.load(str(tmp_path / spec.file))
+        onnx.checker.check_model(model)
         dtypes = [t.data_type for t in model.graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
         assert dtypes.count(onnx.TensorProto.FLOAT16) > 0 and dtypes.count(onnx.TensorProto.FLOAT) == 0
         assert spec.precision == "fp16" and spec.quantization["fp16_initializers"] == len(dtypes)
@@ -134,6 +153,9 @@ def test_fp16_keeps_float32_io_and_runs_on_cpu(towers, tmp_path):
         ) + [("embeds", "float32")]
         cos = cosine_to_fp32(towers, kind, tmp_path / spec.file)
         assert cos.min() >= 0.999, cos.min()  # measured 1.0000
+    kept = quantize_tower(towers.fp32["text"], "text", "fp16", None, tmp_path / "kept", QuantizeConfig(keep_fp32=["/proj/MatMul"]))
+    initializers = onnx.load(str(tmp_path / "kept" / kept.file)).graph.initializer
+    assert sum(t.data_type == onnx.TensorProto.FLOAT for t in initializers) == 1  # the projection's weight
 
 
 def test_keep_fp32_leaves_the_named_node_in_float(towers, tmp_path):
@@ -157,6 +179,9 @@ def test_scheme_errors_say_what_to_do(towers, tmp_path):
         quantize_tower(towers.fp32["image"], "image", "ort-tensorrt", None, tmp_path)
     with pytest.raises(ConfigError, match=r"ONNX tower to quantize not found: .*missing\.onnx; export it first"):
         quantize_tower(tmp_path / "missing.onnx", "image", "ort-cpu", None, tmp_path)
+    (tmp_path / "text.xml").write_text("<net/>")
+    with pytest.raises(ConfigError, match=r"scheme 'ort-cpu' needs an ONNX tower, got text\.xml; pass the exported \.onnx file"):
+        quantize_tower(tmp_path / "text.xml", "text", "ort-cpu", None, tmp_path)
     assert not list(tmp_path.glob("*.onnx"))
 
 
