@@ -57,7 +57,7 @@ class DistillConfig:
     seed: data split, shuffling and dropout. num_threads: torch CPU threads while distilling (None: as is).
     """
 
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -317,11 +317,23 @@ def distill(student, teacher, data: ImageTextDataset, config: DistillConfig | No
         student.eval()
 
 
+def _train_step(student, batch: Batch, prompts: _Prompts, teacher_forward: TeacherForward, optimizer, config, contrastive) -> dict:
+    device = student.device()
+    texts, cap_pos, prompt_pos = _unique_texts(batch.captions, prompts.texts)
+    t_img, t_txt = (t.to(device) for t in teacher_forward(batch, texts))
+    s_img = student.encode_image(torch.from_numpy(batch.pixels).to(device))
+    s_all = student.encode_text(*student.tokenize(texts))
+    loss, parts = _losses(config, student, prompts, s_img, s_all, cap_pos, prompt_pos, t_img, t_txt[cap_pos], contrastive)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": float(loss.detach()), **parts}
+
+
 def _run(student, teacher, data, config: DistillConfig, teacher_forward: TeacherForward) -> DistillReport:
     start = time.perf_counter()
-    device = student.device()
     train_idx, val_idx = _split(len(data), config)
-    prompts = _Prompts(data, teacher, device)
+    prompts = _Prompts(data, teacher, student.device())
     held_out = _HeldOut(data, val_idx, config, student, teacher_forward)
     contrastive = bool(data.has_captions and config.contrastive_weight > 0)
     steps_per_epoch = max(1, len(_chunks(train_idx, config.batch_size)))
@@ -346,20 +358,13 @@ def _run(student, teacher, data, config: DistillConfig, teacher_forward: Teacher
             batch = data.batch(chunk, student.preprocess, variant=epoch)
             if len(batch.indices) < 2:
                 continue
-            texts, cap_pos, prompt_pos = _unique_texts(batch.captions, prompts.texts)
-            t_img, t_txt = (t.to(device) for t in teacher_forward(batch, texts))
-            s_img = student.encode_image(torch.from_numpy(batch.pixels).to(device))
-            s_all = student.encode_text(*student.tokenize(texts))
-            loss, parts = _losses(config, student, prompts, s_img, s_all, cap_pos, prompt_pos, t_img, t_txt[cap_pos], contrastive)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            parts = _train_step(student, batch, prompts, teacher_forward, optimizer, config, contrastive)
             schedule.step()
             seen += len(batch.indices)
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
+            for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * len(batch.indices)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(epoch=epoch, loss=f"{float(loss):.4f}")
+                bar.set_postfix(epoch=epoch, loss=f"{parts['loss']:.4f}")
         train_seconds = time.perf_counter() - epoch_start
         held = held_out.evaluate(student, prompts, config)
         entry = {
@@ -383,5 +388,5 @@ def _run(student, teacher, data, config: DistillConfig, teacher_forward: Teacher
     student.load_state_dict(best_state)
     report.best_epoch, report.best_metric = best_epoch, best
     report.seconds = time.perf_counter() - start
-    log.info(report.summary())
+    log.info("%s", report.summary())
     return report

@@ -24,6 +24,15 @@ STUDENT = StudentSpec(
 FAST = dict(batch_size=128, lr=5e-3, val_fraction=0.2, num_threads=1, max_samples=None)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot slow them down as much."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def fashion():
     if not FASHION_DIR.is_dir():
@@ -36,7 +45,6 @@ def fashion():
 @pytest.fixture(scope="module")
 def teacher(fashion):
     """The tiny ViT teacher after 30 steps of zero-shot training on images the distillation never sees."""
-    torch.set_num_threads(1)
     model = tiny_dual_encoder("vit", seed=0)
     prompts = model.tokenize([t.format(c) for c in fashion.classes for t in fashion.templates])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -15,11 +15,19 @@ from vledge.errors import ConfigError
 from vledge.models import load_dual_encoder, load_teacher, save_dual_encoder
 from vledge.models.factory import build_dual_encoder
 
-torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a busy machine
 
 NARROW = {"arch": "narrow_resnet", "widths": [8, 8, 16, 16], "blocks": [3, 2, 1, 1]}
 DEEP_TEXT = {**TINY_TEXT, "num_layers": 3}  # hidden 32, 2 heads of 16
 WIDE_VIT = {**TINY_IMAGE["vit"], "num_layers": 3}  # hidden 32, 2 heads of 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy machine cannot slow them down as much."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def teacher_with(image: dict, text: dict = DEEP_TEXT, seed: int = 0):
