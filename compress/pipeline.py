@@ -44,11 +44,13 @@ class CompressReport:
         return "\n".join(lines)
 
     def headline(self) -> str:
+        from vledge.compress.verify import metric_value
+
         m = self.metrics
         metric = m["metric"]
 
         def value(side: dict) -> float:
-            return side[metric] if metric == "top1" else side["recall"][metric]
+            return metric_value(side, metric)
 
         return (
             f"{metric}: teacher {value(m['teacher']):.4f} -> bundle {value(m['bundle']):.4f} "

@@ -24,6 +24,7 @@ class VerifyReport:
     metric: str  # "top1" or "i2t@1"
     drop: float  # teacher - bundle, in the metric's units (fractions)
     agreement: float | None  # share of images where bundle and teacher predict the same class
+    student_agreement: float | None  # the same against the FP32 PyTorch student
     cosine: dict[str, float] = field(default_factory=dict)  # per tower, bundle vs reference, mean over samples
     cosine_reference: str = "fp32 student"
     tolerance: float = 0.02
@@ -33,23 +34,43 @@ class VerifyReport:
     def passed(self) -> bool:
         return self.drop <= self.tolerance + 1e-12
 
+    def value(self, side: dict) -> float:
+        return metric_value(side, self.metric)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
     def summary(self) -> str:
-        t, b = self.teacher.get(self.metric), self.bundle.get(self.metric)
+        t, b = self.value(self.teacher), self.value(self.bundle)
         cos = ", ".join(f"{k} {v:.4f}" for k, v in self.cosine.items())
         verdict = "PASS" if self.passed else "FAIL"
+        agree = ", ".join(
+            f"{who} {value:.4f}" for who, value in (("teacher", self.agreement), ("student", self.student_agreement))
+            if value is not None
+        )
         return (
             f"verify: {verdict} {self.metric} teacher {t:.4f} -> bundle {b:.4f} (drop {self.drop * 100:.2f} pts, "
-            f"tolerance {self.tolerance * 100:.2f}); cosine to {self.cosine_reference} {cos}; on {self.placement}"
+            f"tolerance {self.tolerance * 100:.2f}); cosine to {self.cosine_reference} {cos}"
+            + (f"; top-1 agreement with {agree}" if agree else "") + f"; on {self.placement}"
         )
+
+
+def metric_value(side: dict, metric: str) -> float:
+    """The gate metric from one evaluation dict (``EvalReport.to_dict()``)."""
+    return side[metric] if metric == "top1" else side["recall"][metric]
 
 
 def gate_metric(report: EvalReport) -> tuple[str, float]:
     if report.top1 is not None:
         return "top1", report.top1
     return "i2t@1", report.recall.get("i2t@1", 0.0)
+
+
+def _agreement(a: EvalReport, b: EvalReport) -> float | None:
+    """Share of images on which two models predict the same top-1 class."""
+    if a.predictions is None or b.predictions is None:
+        return None
+    return float(np.mean(a.predictions == b.predictions))
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,9 +107,7 @@ def verify_bundle(
     bundle_eval = evaluate(bundle_embedder, held_out, max_samples=max_samples)
     metric, teacher_value = gate_metric(teacher_eval)
     _, bundle_value = gate_metric(bundle_eval)
-    agreement = None
-    if teacher_eval.predictions is not None and bundle_eval.predictions is not None:
-        agreement = float(np.mean(teacher_eval.predictions == bundle_eval.predictions))
+    agreement = _agreement(teacher_eval, bundle_eval)
     info = edge_model.info()
     return VerifyReport(
         teacher=teacher_eval.to_dict(),
@@ -97,6 +116,7 @@ def verify_bundle(
         metric=metric,
         drop=float(teacher_value - bundle_value),
         agreement=agreement,
+        student_agreement=_agreement(student_eval, bundle_eval) if student_eval is not None else None,
         cosine=tower_cosines(TorchEmbedder(reference), bundle_embedder, held_out),
         cosine_reference=reference_name,
         tolerance=tolerance,
