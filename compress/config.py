@@ -5,7 +5,6 @@ Later settings win: defaults < target preset < recipe file (--config) < CLI flag
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from vledge.compress.distill import DistillConfig
 from vledge.compress.prune import PruneConfig
 from vledge.compress.quantize import QuantizeConfig
+from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 from vledge.targets import get_target
 
@@ -74,8 +74,7 @@ class CompressConfig:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, known)
                 raise ConfigError(f"unknown compress config key {key!r}.{hint}")
         parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig, "quantize": QuantizeConfig}
         for key, kind in parsers.items():

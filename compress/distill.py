@@ -15,7 +15,6 @@ best weights seen on it, the student as built included, are restored at the end.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from vledge.data.base import Batch, ImageTextDataset
+from vledge.registry import did_you_mean
 from vledge.errors import ConfigError, DataError
 from vledge.progress import progress_bar
 from vledge.train.losses import affinity_distillation_loss, contrastive_loss, embedding_mimic_loss
@@ -57,7 +57,7 @@ class DistillConfig:
     seed: data split, shuffling and dropout. num_threads: torch CPU threads while distilling (None: as is).
     """
 
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -70,7 +70,7 @@ class DistillConfig:
     patience: int | None = 2
     monitor: str = "loss"
     min_delta: float = 0.0
-    max_samples: int | None = 20000
+    max_samples: int | None = 30000
     seed: int = 0
     num_threads: int | None = None
 
@@ -106,8 +106,8 @@ class DistillConfig:
                 raise ConfigError(f"invalid DistillConfig: {name} {requirement}, got {getattr(self, name)!r}")
         if self.monitor not in MONITORS:
             raise ConfigError(
-                f"invalid DistillConfig: monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}"
-                f"{_did_you_mean(str(self.monitor), MONITORS)}"
+                f"invalid DistillConfig: monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}."
+                f"{did_you_mean(str(self.monitor), MONITORS)}"
             )
 
     def to_dict(self) -> dict:
@@ -122,13 +122,9 @@ class DistillConfig:
         known = cls.__dataclass_fields__
         for key in data:
             if key not in known:
-                raise ConfigError(f"DistillConfig: unknown key {key!r}{_did_you_mean(key, known)}; known: {', '.join(known)}")
+                raise ConfigError(f"DistillConfig: unknown key {key!r}.{did_you_mean(key, known)} Known: {', '.join(known)}")
         return cls(**data)
 
-
-def _did_you_mean(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass

@@ -14,7 +14,7 @@ DEFAULT_TEMPLATES = ("{}",)
 
 def size_metrics(teacher_path, teacher, student, towers) -> dict:
     """Parameters and bytes of teacher and bundle, and their ratios."""
-    teacher_bytes = sum(p.stat().st_size for p in Path(teacher_path).rglob("*.safetensors"))
+    teacher_bytes = sum(p.stat().st_size for p in Path(teacher_path).glob("*.safetensors"))  # not .train_state/
     bundle_bytes = sum(f.stat().st_size for _, files in towers.values() for f in files)
     t_params, s_params = count_parameters(teacher), count_parameters(student)
     return {

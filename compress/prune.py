@@ -8,7 +8,6 @@ Recovery distillation is the pipeline's next step, not this one's.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import logging
 import math
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from vledge.models.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
+from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,11 @@ class PruneConfig:
         parts = (self.parts,) if isinstance(self.parts, str) else tuple(self.parts)
         for part in parts:
             if part not in PARTS:
-                raise ConfigError(f"PruneConfig.parts: unknown part {part!r}{_did_you_mean(part, PARTS)}; known: {', '.join(PARTS)}")
+                raise ConfigError(f"PruneConfig.parts: unknown part {part!r}.{did_you_mean(part, PARTS)} Known: {', '.join(PARTS)}")
         if self.criterion not in CRITERIA:
             raise ConfigError(
-                f"PruneConfig.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
-                f"{_did_you_mean(str(self.criterion), CRITERIA)}"
+                f"PruneConfig.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}."
+                f"{did_you_mean(str(self.criterion), CRITERIA)}"
             )
         ignored = (self.ignored,) if isinstance(self.ignored, str) else tuple(self.ignored)
         if not all(isinstance(p, str) and p for p in ignored):
@@ -84,13 +84,9 @@ class PruneConfig:
         known = cls.__dataclass_fields__
         for key in data:
             if key not in known:
-                raise ConfigError(f"PruneConfig: unknown key {key!r}{_did_you_mean(key, known)}; known: {', '.join(known)}")
+                raise ConfigError(f"PruneConfig: unknown key {key!r}.{did_you_mean(key, known)} Known: {', '.join(known)}")
         return cls(**data)
 
-
-def _did_you_mean(name: str, options) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass

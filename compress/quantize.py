@@ -8,7 +8,6 @@ Each scheme (``ort-cpu``, ``ort-tensorrt``, ``fp16``, ``nncf``, ``nncf-symmetric
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from vledge.bundle import TensorSpec, TowerSpec
+from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 from vledge.registry import Registry
 
@@ -103,16 +103,14 @@ class QuantizeConfig:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, known)
                 raise ConfigError(f"unknown QuantizeConfig field {key!r}.{hint} Known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
 def _check_choice(where: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(value), choices)
         raise ConfigError(f"{where} must be one of {', '.join(choices)}; got {value!r}.{hint}")
 
 
@@ -183,8 +181,7 @@ def check_keep_fp32(onnx_path: Path, kind: str, config: "QuantizeConfig") -> lis
     nodes = {n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node}
     for name in config.keep_fp32:
         if name not in nodes:
-            close = difflib.get_close_matches(name, nodes, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, nodes)
             raise ConfigError(
                 f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower "
                 f"({onnx_path.name}).{hint}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -10,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from vledge.bundle import BundleManifest, safe_join
+from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 from vledge.registry import Registry
 
@@ -27,8 +27,7 @@ class Runtime(ABC):
     def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict):
         unknown = sorted(set(options) - self.option_names)
         if unknown:
-            close = difflib.get_close_matches(unknown[0], self.option_names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(unknown[0], self.option_names)
             raise ConfigError(
                 f"unknown option {unknown[0]!r} for the {self.name} runtime.{hint} "
                 f"It takes: {', '.join(sorted(self.option_names))}"

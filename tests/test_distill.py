@@ -85,7 +85,7 @@ def test_config_round_trips_through_json():
     ({"val_fraction": 1.0}, r"invalid DistillConfig: val_fraction must be in \(0, 1\), got 1.0"),
     ({"patience": -1}, "patience must be None or an integer >= 0, got -1"),
     ({"affinity_weight": 0.0, "mimic_weight": 0.0}, "mimic_weight or affinity_weight must be positive"),
-    ({"monitor": "los"}, "monitor must be one of loss, agreement, got 'los' \\(did you mean 'loss'\\?\\)"),
+    ({"monitor": "los"}, "monitor must be one of loss, agreement, got 'los'. Did you mean 'loss'\\?"),
 ])
 def test_config_validation_says_what_is_wrong(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -93,7 +93,7 @@ def test_config_validation_says_what_is_wrong(kwargs, message):
 
 
 def test_config_from_dict_rejects_unknown_keys_and_versions():
-    with pytest.raises(ConfigError, match="unknown key 'epoch' \\(did you mean 'epochs'\\?\\)"):
+    with pytest.raises(ConfigError, match="unknown key 'epoch'. Did you mean 'epochs'\\?"):
         DistillConfig.from_dict({"epoch": 3})
     with pytest.raises(ConfigError, match="version 2 is not supported"):
         DistillConfig.from_dict({"version": 2})

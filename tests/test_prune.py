@@ -293,13 +293,13 @@ def test_invalid_ratio_is_a_config_error(ratio):
 
 
 def test_invalid_config_fields_say_what_to_do():
-    with pytest.raises(ConfigError, match=r"unknown part 'mlp_widht' \(did you mean 'mlp_width'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown part 'mlp_widht'. Did you mean 'mlp_width'\?"):
         PruneConfig(parts=("mlp_widht",))
     with pytest.raises(ConfigError, match="criterion must be one of l2, l1, got 'l3'"):
         PruneConfig(criterion="l3")
     with pytest.raises(ConfigError, match="round_to must be a positive integer"):
         PruneConfig(round_to=0)
-    with pytest.raises(ConfigError, match=r"unknown key 'raito' \(did you mean 'ratio'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown key 'raito'. Did you mean 'ratio'\?"):
         PruneConfig.from_dict({"raito": 0.5})
     with pytest.raises(ConfigError, match="version 2 is not supported"):
         PruneConfig.from_dict({"version": 2, "ratio": 0.5})

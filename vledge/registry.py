@@ -10,6 +10,12 @@ from vledge.errors import ConfigError
 T = TypeVar("T")
 
 
+def did_you_mean(name: str, options) -> str:
+    """" Did you mean 'x'?" for the closest option, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
@@ -30,8 +36,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, self._items)
             raise ConfigError(
                 f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._items))}"
             ) from None
