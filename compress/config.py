@@ -35,6 +35,8 @@ class CompressConfig:
     eval_samples: held-out images used by the gate (None: the whole held-out split).
     prune: structured pruning; ratio 0 skips the stage. recovery: distillation after pruning.
     static_batch: fixes every input shape (NPU); None keeps the batch dynamic.
+    cache_dir: where the teacher's outputs are cached for distillation (None: no cache); see
+        vledge.compress.teacher_cache. Reused across stages and runs with the same teacher and data.
     """
 
     target: str = "cpu"
@@ -49,6 +51,7 @@ class CompressConfig:
     eval_samples: int | None = None
     static_batch: int | None = None
     seed: int = 0
+    cache_dir: str | None = None
 
     def __post_init__(self):
         get_target(self.target)  # "did you mean" on a bad name

@@ -11,6 +11,9 @@ Per training batch (TinyCLIP / CLIP-KD):
 
 The held-out split drives early stopping (distillation loss or top-1 agreement with the teacher); the
 best weights seen on it, the student as built included, are restored at the end.
+
+Under ``torchrun`` the distillation is data-parallel (:mod:`vledge.train.distributed`): each rank embeds its
+share of every global batch, the losses see the whole batch, and rank 0 alone scores the held-out split.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from vledge.data.base import Batch, ImageTextDataset
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError, DataError
 from vledge.progress import progress_bar
+from vledge.train import distributed
 from vledge.train.losses import affinity_distillation_loss, contrastive_loss, embedding_mimic_loss
 from vledge.train.schedule import warmup_cosine
 
@@ -37,7 +41,9 @@ log = logging.getLogger(__name__)
 CONFIG_VERSION = 1
 MONITORS = ("loss", "agreement")
 
-# (batch, texts) -> the teacher's normalised image embeddings (B, D) and text embeddings (len(texts), D)
+# (batch, texts) -> the teacher's normalised image embeddings (B, D) and text embeddings (len(texts), D).
+# An object that also has ``encode_texts(texts) -> (len(texts), D)`` serves the class prompts as well, so a
+# warm cache of teacher outputs (vledge.compress.teacher_cache) runs no teacher at all.
 TeacherForward = Callable[[Batch, "list[str]"], "tuple[torch.Tensor, torch.Tensor]"]
 
 
@@ -169,13 +175,15 @@ def teacher_embeddings(teacher, batch: Batch, texts: list[str]) -> tuple[torch.T
 class _Prompts:
     """The class prompts (classes x templates, class-major) and the teacher's embeddings of them."""
 
-    def __init__(self, data: ImageTextDataset, teacher, device: torch.device):
+    def __init__(self, data: ImageTextDataset, teacher, device: torch.device, teacher_forward=None):
         self.texts = [t.format(c) for c in data.classes for t in data.templates] if data.classes else []
         self.n_classes = len(data.classes or [])
         self.teacher = None
         if self.texts:
+            encode_texts = getattr(teacher_forward, "encode_texts", None)
             with torch.no_grad():
-                self.teacher = teacher.encode_text(*teacher.tokenize(self.texts)).to(device)
+                embeds = encode_texts(self.texts) if encode_texts else teacher.encode_text(*teacher.tokenize(self.texts))
+            self.teacher = embeds.to(device)
 
     def classes(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
         """Prompt ensemble: the normalised mean of each class's prompts."""
@@ -211,7 +219,8 @@ def _losses(config: DistillConfig, student, prompts: _Prompts, s_img, s_all, cap
     return total, parts
 
 
-def _split(n: int, config: DistillConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, config: DistillConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted training and held-out indices that :func:`distill` uses on a data set of ``n`` items."""
     rng = np.random.default_rng(config.seed)
     pool_size = n if config.max_samples is None else min(n, max(4, math.ceil(config.max_samples / (1 - config.val_fraction))))
     pool = rng.permutation(n)[:pool_size]
@@ -285,8 +294,9 @@ def distill(student, teacher, data: ImageTextDataset, config: DistillConfig | No
     """Train ``student`` in place to reproduce ``teacher`` on ``data``; return a :class:`DistillReport`.
 
     The teacher runs in eval mode under ``no_grad`` and is never updated. ``teacher_forward`` replaces
-    :func:`teacher_embeddings` (e.g. with a cache of teacher outputs). The student ends in eval mode
-    holding the weights that scored best on the held-out split.
+    :func:`teacher_embeddings` (e.g. with a :class:`~vledge.compress.teacher_cache.TeacherCache`). The
+    student ends in eval mode holding the weights that scored best on the held-out split. Under torchrun
+    every rank ends with the same student and the same report.
     """
     config = config or DistillConfig()
     if student.embed_dim != teacher.embed_dim:
@@ -300,25 +310,40 @@ def distill(student, teacher, data: ImageTextDataset, config: DistillConfig | No
         raise DataError(f"{data.describe()}: distillation needs at least 4 images (two to train on, two held out)")
     threads = torch.get_num_threads()
     teacher_was_training = teacher.training
+    devices = student.device(), teacher.device()
+    parallel = distributed.init_from_env()
+    # DDP expects a gradient for every trainable parameter; the logit scale stays the teacher's.
+    frozen = [student.logit_scale] if parallel and student.logit_scale.requires_grad else []
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     try:
         teacher.eval()
+        for p in frozen:
+            p.requires_grad_(False)
+        if parallel:
+            student.to(distributed.device())
+            teacher.to(distributed.device())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             return _run(student, teacher, data, config, teacher_forward or (lambda b, t: teacher_embeddings(teacher, b, t)))
     finally:
         torch.set_num_threads(threads)
+        for p in frozen:
+            p.requires_grad_(True)
+        student.to(devices[0])
+        teacher.to(devices[1])
         teacher.train(teacher_was_training)
         student.eval()
 
 
-def _train_step(student, batch: Batch, prompts: _Prompts, teacher_forward: TeacherForward, optimizer, config, contrastive) -> dict:
+def _train_step(student, encode, batch: Batch, whole: distributed.GlobalBatch, captions: list[str], prompts: _Prompts,
+                teacher_forward: TeacherForward, optimizer, config, contrastive) -> dict:
+    """One step over the global batch ``whole``: this rank embeds its own images and every text."""
     device = student.device()
-    texts, cap_pos, prompt_pos = _unique_texts(batch.captions, prompts.texts)
+    texts, cap_pos, prompt_pos = _unique_texts(captions, prompts.texts)
     t_img, t_txt = (t.to(device) for t in teacher_forward(batch, texts))
-    s_img = student.encode_image(torch.from_numpy(batch.pixels).to(device))
-    s_all = student.encode_text(*student.tokenize(texts))
+    s_img, s_all = encode(torch.from_numpy(batch.pixels).to(device), *student.tokenize(texts))
+    s_img, t_img = whole.rows(s_img), whole.rows(t_img)
     loss, parts = _losses(config, student, prompts, s_img, s_all, cap_pos, prompt_pos, t_img, t_txt[cap_pos], contrastive)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -326,11 +351,28 @@ def _train_step(student, batch: Batch, prompts: _Prompts, teacher_forward: Teach
     return {"loss": float(loss.detach()), **parts}
 
 
+def _held_out_metrics(held_out: "_HeldOut | None", student, prompts: _Prompts, config: DistillConfig) -> dict:
+    """Rank 0 scores the held-out split; every rank gets the figures."""
+    values = held_out.evaluate(student, prompts, config) if held_out else {"val_loss": 0.0, "val_agreement": 0.0}
+    loss, agreement = distributed.broadcast_floats([values["val_loss"], values["val_agreement"]])
+    return {"val_loss": loss, "val_agreement": agreement}
+
+
+def _check_ranks_agree(student, teacher) -> None:
+    # Every rank embeds every text: a tokenizer trained in each process (not reproducible) would split them.
+    for role, model in (("student", student), ("teacher", teacher)):
+        if not distributed.same_on_every_rank(model.tokenizer.backend.to_str()):
+            raise ConfigError(f"the {role}'s tokenizer differs between ranks: load the models from the same "
+                              "checkpoint on every rank rather than building them in each process")
+
+
 def _run(student, teacher, data, config: DistillConfig, teacher_forward: TeacherForward) -> DistillReport:
     start = time.perf_counter()
-    train_idx, val_idx = _split(len(data), config)
-    prompts = _Prompts(data, teacher, student.device())
-    held_out = _HeldOut(data, val_idx, config, student, teacher_forward)
+    main = distributed.is_main()
+    _check_ranks_agree(student, teacher)
+    train_idx, val_idx = split_indices(len(data), config)
+    prompts = _Prompts(data, teacher, student.device(), teacher_forward)
+    held_out = _HeldOut(data, val_idx, config, student, teacher_forward) if main else None
     contrastive = bool(data.has_captions and config.contrastive_weight > 0)
     steps_per_epoch = max(1, len(_chunks(train_idx, config.batch_size)))
     total_steps = steps_per_epoch * config.epochs
@@ -338,31 +380,35 @@ def _run(student, teacher, data, config: DistillConfig, teacher_forward: Teacher
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, int(config.warmup_fraction * total_steps), floor=0.0)
     )
-    initial = held_out.evaluate(student, prompts, config)
+    encode = distributed.data_parallel(student)
+    initial = _held_out_metrics(held_out, student, prompts, config)
     metric = "val_loss" if config.monitor == "loss" else "val_agreement"
     best, best_epoch, bad_epochs = initial[metric], 0, 0
     best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-    report = DistillReport(0, 0, config.monitor, best, initial, train_images=len(train_idx), val_images=held_out.images)
+    val_images = int(distributed.broadcast_floats([held_out.images if main else 0])[0])
+    report = DistillReport(0, 0, config.monitor, best, initial, train_images=len(train_idx), val_images=val_images)
     rng = np.random.default_rng(config.seed + 1)
-    bar = progress_bar(range(total_steps), desc="distil", total=total_steps, enabled=log.isEnabledFor(logging.INFO))
+    bar = progress_bar(range(total_steps), desc="distil", total=total_steps, enabled=main and log.isEnabledFor(logging.INFO))
     steps = iter(bar)
     for epoch in range(1, config.epochs + 1):
         epoch_start, seen, sums = time.perf_counter(), 0, {}
         student.train()
         for chunk in _chunks(rng.permutation(train_idx), config.batch_size) or [train_idx]:
             next(steps, None)
-            batch = data.batch(chunk, student.preprocess, variant=epoch)
-            if len(batch.indices) < 2:
+            batch = data.batch(distributed.shard(chunk), student.preprocess, variant=epoch)
+            whole = distributed.GlobalBatch(chunk, batch.indices)
+            if not whole.usable():
                 continue
-            parts = _train_step(student, batch, prompts, teacher_forward, optimizer, config, contrastive)
+            captions = whole.captions(data, epoch, batch.captions)
+            parts = _train_step(student, encode, batch, whole, captions, prompts, teacher_forward, optimizer, config, contrastive)
             schedule.step()
-            seen += len(batch.indices)
+            seen += len(whole.indices)
             for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value * len(batch.indices)
+                sums[key] = sums.get(key, 0.0) + value * len(whole.indices)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(epoch=epoch, loss=f"{parts['loss']:.4f}")
         train_seconds = time.perf_counter() - epoch_start
-        held = held_out.evaluate(student, prompts, config)
+        held = _held_out_metrics(held_out, student, prompts, config)
         entry = {
             "epoch": epoch, **{f"train_{k}": v / max(1, seen) for k, v in sums.items()}, **held,
             "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start,

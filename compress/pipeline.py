@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vledge.compress.config import CompressConfig, resolve_config
 from vledge.compress.workdir import WorkDir, stage_key
-from vledge.errors import BundleError, ConfigError, VerificationError
+from vledge.errors import BundleError, ConfigError, OutputError, VerificationError
+from vledge.output import NO_SPACE, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,18 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise BundleError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
 
 
+def _check_labels(labels) -> None:
+    """The labels to compile, checked before hours of work rather than when the bundle is written."""
+    if labels is None:
+        return
+    if isinstance(labels, str) or not labels or not all(isinstance(label, str) and label for label in labels):
+        raise ConfigError("labels to compile must be a non-empty list of non-empty strings, e.g. ['cat', 'dog']")
+    repeated = sorted(label for label, n in Counter(labels).items() if n > 1)
+    if repeated:
+        names = ", ".join(map(repr, repeated))
+        raise ConfigError(f"labels to compile name {names} more than once; list each label once")
+
+
 def _held_out(config: CompressConfig):
     """Training data for distillation and calibration, and held-out data for the gate."""
     from vledge.data import DATASETS, load_dataset
@@ -99,20 +113,26 @@ def compress(
     overwrite: bool = False,
     work_dir: str | Path | None = None,
     keep_work: bool = False,
+    allow_pickle: bool = False,
 ) -> CompressReport:
     """Compress the joint model at ``teacher`` into a verified bundle at ``out`` for ``target``.
 
     Raises ``VerificationError`` (with the report) when the bundle loses more than the tolerance
-    against the teacher even after keeping the offending tower in higher precision.
+    against the teacher even after keeping the offending tower in higher precision, and
+    ``OutputError`` when ``out`` or the work folder cannot be written (checked before any work) or
+    the disk fills up (finished stages stay in the work folder for ``resume``). ``allow_pickle``
+    lets a teacher with only pickle weights load through ``torch.load(weights_only=True)``.
     """
-    from vledge.compress import stages
-    from vledge.compress.gate import verify_with_recovery
-    from vledge.compress.package import size_metrics, write_final_bundle
+    from vledge.train import distributed
 
     config = config or resolve_config(target)
     out = Path(out)
+    if distributed.init_from_env() and not distributed.is_main():
+        return _run_stages(teacher, out, config, adapter, labels, overwrite, None, allow_pickle)
     _check_out(out, overwrite)
-    work = WorkDir(Path(work_dir or f"{out}.work"))
+    _check_labels(labels)
+    check_writable(out.parent, "--out")
+    work = WorkDir(check_writable(Path(work_dir or f"{out}.work"), "--work-dir"))
     if not resume and any(work.root.iterdir()):
         if not overwrite:
             raise ConfigError(
@@ -120,24 +140,57 @@ def compress(
             )
         work.remove()
         work = WorkDir(work.root)
+    passed = False
+    try:
+        report = _run_stages(teacher, out, config, adapter, labels, overwrite, work, allow_pickle)
+        passed = report.passed
+    except OSError as exc:
+        if isinstance(exc, OutputError) or exc.errno not in NO_SPACE:
+            raise
+        where = exc.filename2 or exc.filename or work.root
+        raise OutputError(
+            f"cannot write {where} ({exc.strerror}); finished stages are kept in {work.root}: free some space "
+            "(or choose --out and --work-dir on another disk) and run again with --resume"
+        ) from None
+    finally:
+        if distributed.is_distributed():
+            distributed.broadcast_flag(passed)  # the other ranks wait for rank 0's outcome (see _run_stages)
+    if not keep_work:
+        work.remove()
+    return report
+
+
+def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, overwrite: bool, work: WorkDir | None,
+                allow_pickle: bool) -> CompressReport:
+    """All stages on rank 0 (or in a single process); under torchrun the other ranks (``work`` None) help
+    distil, then wait for rank 0 to export, verify and write the bundle."""
+    from vledge.compress import stages
+    from vledge.compress.gate import verify_with_recovery
+    from vledge.compress.package import size_metrics, write_final_bundle
+    from vledge.train import distributed
+
     report = CompressReport(target=config.target, out=None, passed=False)
     rec = _Recorder(report)
 
     t = time.perf_counter()
-    teacher_model, teacher_id = stages.load_teacher_stage(teacher, adapter)
+    teacher_model, teacher_id = stages.load_teacher_stage(teacher, adapter, allow_pickle)
     rec.add("load", stages.describe_model(teacher_model, "teacher") + f", sha256 {teacher_id[:12]}", t)
     train_data, held_out = _held_out(config)
 
     t = time.perf_counter()
     key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
-    student, record, reused = stages.distilled_student(teacher_model, train_data, config, work, key)
+    student, record, reused = stages.distilled_student(teacher_model, train_data, config, work, key, teacher_id=teacher_id)
     rec.add("distill", record["summary"], t, reused=reused, details=record)
 
     if config.prune.ratio > 0:
         t = time.perf_counter()
         key = stage_key(key, config.prune.to_dict(), config.recovery.to_dict())
-        student, record, reused = stages.pruned_student(student, teacher_model, train_data, config, work, key)
+        student, record, reused = stages.pruned_student(student, teacher_model, train_data, config, work, key,
+                                                        teacher_id=teacher_id)
         rec.add("prune", record["summary"], t, reused=reused, details=record)
+    if work is None:
+        report.passed = distributed.broadcast_flag(False)  # rank 0's outcome
+        return report
 
     t = time.perf_counter()
     exported = stages.export_towers(student, held_out, config, work.start("export"))
@@ -163,6 +216,4 @@ def compress(
     write_final_bundle(out, teacher_model, student, verified, config, report.metrics, teacher_id, labels, overwrite)
     rec.add("bundle", f"{out} ({report.metrics['bundle_bytes'] / 1e6:.2f} MB)", t)
     report.out, report.passed = str(out), True
-    if not keep_work:
-        work.remove()
     return report

@@ -39,49 +39,91 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def load_teacher_stage(teacher, adapter=None):
+def load_teacher_stage(teacher, adapter=None, allow_pickle: bool = False):
     from vledge.models import load_teacher
 
-    model = load_teacher(teacher, adapter=adapter)
+    model = load_teacher(teacher, adapter=adapter, allow_pickle=allow_pickle)
     return model, model_fingerprint(model)
 
 
-def distilled_student(teacher, train_data, config: CompressConfig, work: WorkDir, key: str):
-    """Build the student and distil it, or reuse the one a previous run finished with the same key."""
+def _finished(work: WorkDir | None, stage: str, key: str) -> dict | None:
+    """The record of a finished stage, as the main process finds it; the other ranks get {} or None."""
+    from vledge.train import distributed
+
+    record = work.finished(stage, key) if work is not None and distributed.is_main() else None
+    return (record or {}) if distributed.broadcast_flag(record is not None) else None
+
+
+def teacher_cache_for(teacher, data, student, distill_config, config: CompressConfig, teacher_id: str | None = None):
+    """The teacher's outputs for one distillation, from ``config.cache_dir`` and filled ahead; None without one."""
+    if not config.cache_dir:
+        return None
+    from vledge.compress.distill import split_indices
+    from vledge.compress.teacher_cache import TeacherCache
+
+    cache = TeacherCache(config.cache_dir, teacher, data, spec=student.preprocess, teacher_id=teacher_id,
+                         batch_size=distill_config.batch_size)
+    cache.build(np.concatenate(split_indices(len(data), distill_config)))
+    return cache
+
+
+def _distill_with_cache(student, teacher, data, distill_config, config: CompressConfig, teacher_id: str | None):
     from vledge.compress.distill import distill
+
+    cache = teacher_cache_for(teacher, data, student, distill_config, config, teacher_id)
+    report = distill(student, teacher, data, distill_config, teacher_forward=cache)
+    if cache is None:
+        return report, ""
+    cache.close()
+    return report, f"; teacher cache: {cache.stats.summary()}"
+
+
+def distilled_student(teacher, train_data, config: CompressConfig, work: WorkDir | None, key: str, *,
+                      teacher_id: str | None = None):
+    """Build the student and distil it, or reuse the one a previous run finished with the same key.
+
+    Under torchrun every rank distils; only the main one (``work`` is None on the others) writes.
+    """
     from vledge.compress.students import build_student, default_student
     from vledge.models import load_dual_encoder, save_dual_encoder
+    from vledge.train import distributed
 
-    done = work.finished("distill", key)
-    if done:
-        return load_dual_encoder(work.path("distill") / "model"), done, True
     name = config.student or default_student(teacher)
+    done = _finished(work, "distill", key)
+    if done is not None:
+        main = distributed.is_main()
+        student = load_dual_encoder(work.path("distill") / "model") if main else build_student(name, teacher, seed=config.seed)
+        distributed.broadcast_module(student)  # a later recovery distillation needs it on every rank
+        return student, done, True
     student = build_student(name, teacher, seed=config.seed)
-    report = distill(student, teacher, train_data, config.distill)
-    folder = work.start("distill")
-    save_dual_encoder(student, folder / "model")
-    record = {"summary": f"student {name} ({describe_model(student)}): {report.summary()}", "student": name,
+    report, cached = _distill_with_cache(student, teacher, train_data, config.distill, config, teacher_id)
+    record = {"summary": f"student {name} ({describe_model(student)}): {report.summary()}{cached}", "student": name,
               "report": report.to_dict()}
-    work.finish("distill", key, record)
+    if distributed.is_main():
+        folder = work.start("distill")
+        save_dual_encoder(student, folder / "model")
+        work.finish("distill", key, record)
     return student, record, False
 
 
-def pruned_student(student, teacher, train_data, config: CompressConfig, work: WorkDir, key: str):
+def pruned_student(student, teacher, train_data, config: CompressConfig, work: WorkDir | None, key: str, *,
+                   teacher_id: str | None = None):
     """Prune structurally, then a short recovery distillation; reused on resume like `distilled_student`."""
-    from vledge.compress.distill import distill
     from vledge.compress.prune import prune_
     from vledge.models import load_dual_encoder, save_dual_encoder
+    from vledge.train import distributed
 
-    done = work.finished("prune", key)
-    if done:
-        return load_dual_encoder(work.path("prune") / "model"), done, True
+    done = _finished(work, "prune", key)
+    if done is not None:
+        return (load_dual_encoder(work.path("prune") / "model") if distributed.is_main() else student), done, True
     pruned = prune_(student, config.prune)
-    recovery = distill(student, teacher, train_data, config.recovery)
-    folder = work.start("prune")
-    save_dual_encoder(student, folder / "model")
-    record = {"summary": f"{pruned.summary()}; recovery: {recovery.summary()}", "prune": pruned.to_dict(),
+    recovery, cached = _distill_with_cache(student, teacher, train_data, config.recovery, config, teacher_id)
+    record = {"summary": f"{pruned.summary()}; recovery: {recovery.summary()}{cached}", "prune": pruned.to_dict(),
               "recovery": recovery.to_dict()}
-    work.finish("prune", key, record)
+    if distributed.is_main():
+        folder = work.start("prune")
+        save_dual_encoder(student, folder / "model")
+        work.finish("prune", key, record)
     return student, record, False
 
 

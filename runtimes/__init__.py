@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vledge.bundle import MANIFEST, read_manifest, safe_join
-from vledge.errors import BackendUnavailableError, BundleError, ConfigError
+from vledge.errors import BackendUnavailableError, BundleError, CheckpointError, ConfigError
 from vledge.runtimes import onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401  (registration)
 from vledge.runtimes.base import RUNTIMES, Runtime
 from vledge.runtimes.model import EdgeModel, LabelSet, read_label_set
@@ -79,7 +79,10 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
         raise BackendUnavailableError(
             f"{placement} was listed but could not start (running on {runtime.device}); strict=True: not falling back"
         )
-    tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file), _tokenizer_spec(runtime))
+    try:
+        tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file), _tokenizer_spec(runtime))
+    except CheckpointError as exc:
+        raise BundleError(f"{exc}; re-run vledge compress") from None
     report = {
         "placement": str(placement),
         "chain": [str(p) for p in chain],

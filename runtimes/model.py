@@ -19,7 +19,7 @@ from vledge.bundle import BundleManifest, safe_join
 from vledge.errors import BundleError, ConfigError
 from vledge.images import ImageInput, preprocess
 from vledge.runtimes.base import Runtime
-from vledge.text import TextTokenizer
+from vledge.text import TextTokenizer, fill_templates
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,14 @@ def read_label_set(root: Path, manifest: BundleManifest) -> LabelSet | None:
     """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), or None."""
     if not manifest.labels:
         return None
-    record = json.loads(safe_join(root, manifest.labels["file"]).read_text())
-    embeddings = np.load(safe_join(root, manifest.labels["embeddings"]), allow_pickle=False)
-    names = record.get("names") or []
+    try:
+        record = json.loads(safe_join(root, manifest.labels["file"]).read_text())
+        embeddings = np.load(safe_join(root, manifest.labels["embeddings"]), allow_pickle=False)
+        names = record.get("names") or []
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ValueError: bad JSON, or an object array
+        raise BundleError(f"the bundle's compiled label set cannot be read ({exc}); re-run vledge compress") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BundleError(f"{manifest.labels['file']} must list label names as strings; re-run vledge compress")
     if embeddings.shape != (len(names), manifest.embed_dim):
         raise BundleError(
             f"{manifest.labels['embeddings']} has shape {embeddings.shape}, but {manifest.labels['file']} "
@@ -131,12 +136,12 @@ class EdgeModel:
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """One normalised embedding per label: the mean over prompt templates (``"{}"``: the label as is)."""
+        prompts = fill_templates(labels, templates or ["{}"])
         templates = list(templates or ["{}"])
         key = (tuple(labels), tuple(templates))
         cached = self._label_cache.get(key)
         if cached is not None:
             return cached
-        prompts = [t.format(label) for label in labels for t in templates]
         per_prompt = self.encode_text(prompts).reshape(len(labels), len(templates), -1)
         embeddings = l2_normalise(per_prompt.mean(axis=1))
         with self._cache_lock:

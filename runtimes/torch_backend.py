@@ -44,10 +44,11 @@ def checkpoint_manifest(model, path: str | Path = "") -> BundleManifest:
 @RUNTIMES.register("torch")
 class TorchRuntime(Runtime):
     """Options: ``threads`` (torch's intra-op threads, process-wide), ``model`` (an already loaded
-    DualEncoder instead of reading ``bundle_dir``), ``adapter`` (a LoRA adapter folder to merge)."""
+    DualEncoder instead of reading ``bundle_dir``), ``adapter`` (a LoRA adapter folder to merge),
+    ``allow_pickle`` (read pickle-only weights with ``torch.load(weights_only=True)``)."""
 
     name = "torch"
-    option_names = frozenset({"threads", "model", "adapter"})
+    option_names = frozenset({"threads", "model", "adapter", "allow_pickle"})
 
     @classmethod
     def is_available(cls) -> bool:
@@ -66,7 +67,7 @@ class TorchRuntime(Runtime):
         if model is None:
             from vledge.models import load_teacher
 
-            model = load_teacher(path, adapter=options.get("adapter"))
+            model = load_teacher(path, adapter=options.get("adapter"), allow_pickle=bool(options.get("allow_pickle")))
         return cls(path, checkpoint_manifest(model, path), device, {**options, "model": model})
 
     def __init__(self, bundle_dir, manifest, device, options):

@@ -160,6 +160,8 @@ def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManif
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} must hold a JSON object, not a {type(data).__name__}; re-run vledge compress")
     manifest = BundleManifest.from_dict(data)
     referenced = [t.file for t in manifest.towers.values()] + [manifest.tokenizer.file]
     if manifest.labels:

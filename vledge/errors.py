@@ -33,6 +33,10 @@ class BackendUnavailableError(VledgeError):
     """The requested runtime backend or device cannot run on this machine."""
 
 
+class OutputError(VledgeError, OSError):
+    """An output folder or file cannot be written: a read-only or missing place, or a full disk."""
+
+
 class ExportError(VledgeError):
     """A tower could not be exported or converted."""
 

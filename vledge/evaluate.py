@@ -16,6 +16,7 @@ from vledge.data.base import ImageTextDataset
 from vledge.errors import ConfigError, DataError
 from vledge.images import PreprocessSpec
 from vledge.progress import progress_bar
+from vledge.text import fill_templates
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def class_embeddings(embedder: Embedder, classes: Sequence[str], templates: Sequ
     """Prompt ensemble: the normalised mean of each class's normalised template embeddings."""
     if not classes:
         raise ConfigError("zero-shot classification needs at least one class name")
-    prompts = [t.format(c) for c in classes for t in templates]
+    prompts = fill_templates(classes, templates)
     emb = embedder.embed_texts(prompts).reshape(len(classes), len(templates), -1)
     return _normalize(_normalize(emb).mean(axis=1))
 
@@ -110,6 +111,8 @@ def evaluate(
     """Zero-shot top-1/top-5 where the data is labelled; image<->text recall@k where captions are real."""
     classes = list(classes or data.classes or [])
     templates = list(templates or data.templates)
+    if batch_size < 1 or (max_samples is not None and max_samples < 1):
+        raise ConfigError(f"batch_size and max_samples must be at least 1, got {batch_size} and {max_samples}")
     n = len(data) if max_samples is None else min(len(data), max_samples)
     if n == 0:
         raise DataError(f"nothing to evaluate: {data.describe()}")
@@ -155,8 +158,9 @@ def format_report(report: EvalReport, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def load_embedder(path, device: str = "auto") -> Embedder:
-    """A bundle (``vledge.json``) runs through the edge runtime; anything else loads as a PyTorch checkpoint."""
+def load_embedder(path, device: str = "auto", allow_pickle: bool = False) -> Embedder:
+    """A bundle (``vledge.json``) runs through the edge runtime; anything else loads as a PyTorch checkpoint
+    (``allow_pickle``: see :func:`vledge.models.load_teacher`)."""
     from pathlib import Path
 
     from vledge.bundle import MANIFEST
@@ -167,7 +171,7 @@ def load_embedder(path, device: str = "auto") -> Embedder:
         return RuntimeEmbedder(vledge.runtimes.load(path, device=device))
     from vledge.models import load_teacher
 
-    return TorchEmbedder(load_teacher(path))
+    return TorchEmbedder(load_teacher(path, allow_pickle=allow_pickle))
 
 
 class RuntimeEmbedder:

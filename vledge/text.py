@@ -84,6 +84,23 @@ class TextTokenizer:
         return path
 
 
+def fill_templates(names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every prompt template filled with every name, name-major; each template takes the name at ``{}``."""
+    if isinstance(templates, str) or not all(isinstance(t, str) for t in templates):
+        raise ConfigError("prompt templates must be a list of strings, e.g. ['a photo of a {}.']")
+    for template in templates:
+        try:
+            filled = template.format("\0")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"prompt template {template!r} cannot be filled ({type(exc).__name__}: {exc}); put {{}} where the "
+                "label goes and double any other brace, e.g. 'a photo of a {}.'"
+            ) from None
+        if "\0" not in filled:
+            raise ConfigError(f"prompt template {template!r} has no {{}} for the label, e.g. 'a photo of a {{}}.'")
+    return [template.format(name) for name in names for template in templates]
+
+
 def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000, max_length: int = 32) -> TextTokenizer:
     """Train a lower-cased BERT-style WordPiece tokenizer on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers

@@ -9,7 +9,7 @@ import sys
 from vledge import __version__
 from vledge.errors import VledgeError
 
-COMMANDS = ("train", "eval", "compress", "check", "run", "targets", "students")
+COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "students")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except VledgeError as exc:
+        print(f"vledge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused: a missing or unwritable place, a full disk
         print(f"vledge {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

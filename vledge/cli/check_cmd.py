@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -17,6 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--tolerance", type=float, default=0.02, help="allowed top-1 loss against the teacher (0.02 = 2 points)")
     p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a teacher that has only pickle weights (.bin/.pt) with "
+                        "torch.load(weights_only=True); only for files you trust")
     p.set_defaults(handler=run)
 
 
@@ -26,9 +28,12 @@ def run(args) -> int:
     from vledge.data import load_dataset
     from vledge.evaluate import TorchEmbedder, evaluate
     from vledge.models import load_teacher
+    from vledge.output import check_writable, write_json
 
+    if args.json_out:
+        check_writable(Path(args.json_out).parent, "--json")
     edge = vledge.runtimes.load(args.bundle, device=args.device)
-    teacher = load_teacher(args.teacher)
+    teacher = load_teacher(args.teacher, allow_pickle=args.allow_pickle)
     data = load_dataset(args.data, args.split, args.data_dir)
     teacher_eval = evaluate(TorchEmbedder(teacher), data, max_samples=args.max_samples, progress=True)
     report = verify_bundle(edge, teacher, data, teacher_eval=teacher_eval, student_eval=None, tolerance=args.tolerance,
@@ -37,5 +42,5 @@ def run(args) -> int:
     if report.agreement is not None:
         print(f"top-1 agreement with the teacher: {report.agreement:.4f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(args.json_out, report.to_dict(), "--json")
     return 0 if report.passed else 1

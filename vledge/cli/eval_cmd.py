@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -16,18 +15,24 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="for bundles: auto, cpu, cuda, tensorrt, NPU, ...")
     p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a checkpoint that has only pickle weights (.bin/.pt) with "
+                        "torch.load(weights_only=True); only for files you trust")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from vledge.data import load_dataset
     from vledge.evaluate import evaluate, format_report, load_embedder
+    from vledge.output import check_writable, write_json
 
-    embedder = load_embedder(args.model, device=args.device)
+    if args.json_out:
+        check_writable(Path(args.json_out).parent, "--json")
+    embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle)
     data = load_dataset(args.data, args.split, args.data_dir)
     report = evaluate(embedder, data, batch_size=args.batch_size, max_samples=args.max_samples, progress=True)
     print(format_report(report, title=f"{args.model} on {data.describe()}"))
     if args.json_out:
         out = {"model": str(args.model), "data": data.describe(), **report.to_dict()}
-        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json_out, out, "--json")
     return 0

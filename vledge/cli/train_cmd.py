@@ -59,9 +59,12 @@ def build_config(args):
 
 
 def run(args) -> int:
+    from vledge.train.distributed import is_main
     from vledge.train.loop import train
 
     report = train(build_config(args), args.out, base=args.base, resume=args.resume, overwrite=args.overwrite)
+    if not is_main():  # under torchrun only rank 0 reports
+        return 0
     last = report.history[-1]["val"] if report.history else {}
     print(json.dumps({"out": report.out, "best_epoch": report.best_epoch, "best_val": report.best_val_top1,
                       "last_val": {k: last.get(k) for k in ("top1", "top5", "recall")},

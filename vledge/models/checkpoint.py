@@ -5,11 +5,14 @@ No pickle: weights are safetensors, everything else JSON.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
-from vledge.errors import CheckpointError
+from vledge.bundle import sha256_file
+from vledge.errors import CheckpointError, ConfigError, VledgeError
 from vledge.images import PreprocessSpec
 from vledge.text import TextTokenizer, TokenizerSpec
 
@@ -25,17 +28,37 @@ def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{what} {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def save_safetensors(state: dict, path: Path) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures (a full disk) raised as the OSError they are."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:  # its message carries the OS error: "... (os error 28)"
+        code = re.search(r"os error (\d+)", str(exc))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def save_dual_encoder(model, folder: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write a DualEncoder with vledge towers to ``folder`` (created if needed)."""
-    from safetensors.torch import save_file
+    """Write a DualEncoder with vledge towers to ``folder`` (created if needed).
 
+    config.json records the weights file's sha256, so that a corrupted file is refused on load
+    (safetensors itself checks only its header).
+    """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_safetensors(state, root / WEIGHTS_FILE)
     config = {
         "model_type": MODEL_TYPE,
         "format_version": CHECKPOINT_VERSION,
@@ -43,10 +66,9 @@ def save_dual_encoder(model, folder: str | os.PathLike, extra: dict | None = Non
         "image_tower": model.image_tower.config,
         "text_tower": model.text_tower.config,
         "tokenizer": model.tokenizer.spec.to_dict(),
+        "weights_sha256": sha256_file(root / WEIGHTS_FILE),
         **(extra or {}),
     }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(root / WEIGHTS_FILE), metadata={"format": "pt"})
     (root / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     (root / PREPROCESS_FILE).write_text(json.dumps(model.preprocess.to_dict(), indent=2) + "\n")
     model.tokenizer.save(root)
@@ -98,15 +120,29 @@ def load_dual_encoder(folder: str | os.PathLike):
         image = build_image_tower(config["image_tower"], embed_dim)
         text = build_text_tower(config["text_tower"], embed_dim)
         tok_spec = TokenizerSpec.from_dict(config["tokenizer"])
-    except (KeyError, TypeError) as exc:
+    except VledgeError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{root / CONFIG_FILE} is missing or has a malformed field: {exc!r}") from None
-    preprocess = PreprocessSpec.from_dict(read_json(root / PREPROCESS_FILE, "preprocessing config"))
+    if Path(tok_spec.file).name != tok_spec.file:
+        raise CheckpointError(f"{root / CONFIG_FILE} names tokenizer file {tok_spec.file!r} outside its folder")
+    try:
+        preprocess = PreprocessSpec.from_dict(read_json(root / PREPROCESS_FILE, "preprocessing config"))
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{root / PREPROCESS_FILE} has a malformed field: {exc}") from None
     tokenizer = TextTokenizer.from_file(root / tok_spec.file, tok_spec)
     labels = read_json(root / LABELS_FILE, "label set") if (root / LABELS_FILE).is_file() else None
     model = DualEncoder(
         image, text, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
         source={"kind": MODEL_TYPE, "path": str(root), "config": config},
     )
-    load_state(model, load_safetensors(root / WEIGHTS_FILE), root / WEIGHTS_FILE)
+    state = load_safetensors(root / WEIGHTS_FILE)
+    expected = config.get("weights_sha256")
+    if expected is not None and sha256_file(root / WEIGHTS_FILE) != expected:
+        raise CheckpointError(
+            f"{root / WEIGHTS_FILE} does not match the sha256 in its config.json: the file is corrupt or was "
+            "changed after saving; restore it from a copy or train again"
+        )
+    load_state(model, state, root / WEIGHTS_FILE)
     model.eval()
     return model

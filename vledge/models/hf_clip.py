@@ -120,9 +120,12 @@ def load_clip_folder(root: Path, allow_pickle: bool = False) -> DualEncoder:
         config = CLIPConfig.from_dict(raw)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{root / CONFIG_FILE} is not a valid CLIP config: {exc}") from None
-    embed_dim = int(config.projection_dim)
-    image = ClipImageTower({"hf_config": config.vision_config.to_diff_dict()}, embed_dim)
-    text = ClipTextTower({"hf_config": config.text_config.to_diff_dict()}, embed_dim)
+    try:
+        embed_dim = int(config.projection_dim)
+        image = ClipImageTower({"hf_config": config.vision_config.to_diff_dict()}, embed_dim)
+        text = ClipTextTower({"hf_config": config.text_config.to_diff_dict()}, embed_dim)
+    except (TypeError, ValueError) as exc:  # e.g. a width that is not a number, heads that do not divide it
+        raise CheckpointError(f"{root / CONFIG_FILE} is not a valid CLIP config: {exc}") from None
     model = DualEncoder(
         image, text,
         preprocess=read_clip_preprocess(root, int(config.vision_config.image_size)),
@@ -149,8 +152,8 @@ def read_hf_weights(root: Path, safe_name: str, pickle_name: str, allow_pickle: 
             raise CheckpointError(
                 f"{root} holds only pickle weights ({single.name if single.is_file() else index.name}). "
                 "vledge does not unpickle files by default, since unpickling can run code. Convert them to "
-                f"safetensors ({safe_name}), or if you trust the file pass allow_pickle=True to load it "
-                "with torch.load(weights_only=True)"
+                f"safetensors ({safe_name}), or if you trust the file pass allow_pickle=True (--allow-pickle) to load "
+                "it with torch.load(weights_only=True)"
             )
         if single.is_file():
             return reader(single)
@@ -179,7 +182,15 @@ def _load_pickle_weights(path: Path) -> dict:
 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        # torch's own message goes on to suggest weights_only=False, which is exactly what must not be done.
+        reason = next((line.strip() for line in str(exc).splitlines() if "unsupported" in line.lower()), "")
+        raise CheckpointError(
+            f"refusing {path}: it holds objects other than tensors, which torch.load(weights_only=True) will not "
+            f"unpickle ({reason or 'not a plain state dict'}). Unpickling them could run code: convert the file to "
+            "safetensors in a place you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"cannot read {path}: it is truncated, corrupt or holds more than tensors ({exc})"
         ) from None
@@ -199,7 +210,7 @@ def read_clip_tokenizer(root: Path, max_length: int) -> TextTokenizer:
 
         try:
             backend = CLIPTokenizerFast.from_pretrained(str(root), local_files_only=True).backend_tokenizer
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise CheckpointError(
                 f"cannot build the CLIP tokenizer from {root}/vocab.json and merges.txt: {exc}"
             ) from None
@@ -228,7 +239,15 @@ def read_clip_preprocess(root: Path, image_size: int) -> PreprocessSpec:
     if not path.is_file():
         log.warning("%s not found: using CLIP's defaults (bicubic, crop %d px, OpenAI mean and std)", path, image_size)
         return PreprocessSpec(image_size=image_size)
-    cfg = read_json(path, "preprocessing config")
+    try:
+        return _clip_preprocess(read_json(path, "preprocessing config"), path, image_size)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:  # ValueError includes PreprocessSpec's ConfigError
+        raise CheckpointError(f"{path} has a malformed field: {exc!r}") from None
+
+
+def _clip_preprocess(cfg: dict, path: Path, image_size: int) -> PreprocessSpec:
     for flag in ("do_resize", "do_center_crop", "do_rescale", "do_normalize"):
         if cfg.get(flag, True) is not True:
             raise CheckpointError(

@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from vledge.errors import CheckpointError, ConfigError
-from vledge.models.checkpoint import read_json
+from vledge.models.checkpoint import read_json, save_safetensors
 from vledge.models.dual_encoder import DualEncoder
 from vledge.models.hf_clip import HF_TO_VLEDGE_PREFIXES, read_hf_weights
 
@@ -72,7 +72,6 @@ def add_lora(model: DualEncoder, r: int = 8, alpha: int = 16, dropout: float = 0
 def save_adapter(peft_model, out_dir: str | os.PathLike, base_path: str | os.PathLike) -> Path:
     """Write ``adapter_config.json`` (naming the absolute ``base_path``) and ``adapter_model.safetensors``."""
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +81,7 @@ def save_adapter(peft_model, out_dir: str | os.PathLike, base_path: str | os.Pat
     if isinstance(config.target_modules, set):
         config.target_modules = sorted(config.target_modules)  # a stable file
     state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(peft_model).items()}
-    save_file(state, str(out / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    save_safetensors(state, out / ADAPTER_WEIGHTS)
     config.save_pretrained(str(out))  # writes adapter_config.json only
     return out
 
@@ -166,6 +165,9 @@ def _read_lora_config(adapter_dir: Path):
         raise CheckpointError(f"{path} is not a valid LoRA config: {exc}") from None
     if not config.target_modules:
         raise CheckpointError(f"{path} lists no target_modules; vledge merges adapters on named modules only")
+    for name, value in (("r", config.r), ("lora_alpha", config.lora_alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise CheckpointError(f"{path}: {name} must be a positive number, got {value!r}")
     config.task_type = None  # a task head wrapper is not needed to merge
     config.base_model_name_or_path = None  # PEFT warns when it differs from the model's (absent) name
     config.inference_mode = True

@@ -16,6 +16,7 @@ from vledge.errors import CheckpointError, ConfigError
 from vledge.evaluate import TorchEmbedder, evaluate
 from vledge.images import PreprocessSpec
 from vledge.progress import progress_bar
+from vledge.train import distributed
 from vledge.train.config import TrainConfig
 from vledge.train.losses import joint_loss
 from vledge.train.schedule import warmup_cosine
@@ -47,7 +48,11 @@ def data_statistics(data: ImageTextDataset, image_size: int, n: int = 1000, seed
 
 
 def new_model(config: TrainConfig, data: ImageTextDataset):
-    """A fresh dual encoder with a WordPiece tokenizer trained on the data's captions and class prompts."""
+    """A fresh dual encoder with a WordPiece tokenizer trained on the data's captions and class prompts.
+
+    Under torchrun rank 0 trains the tokenizer and the others take it: training one is not reproducible
+    from process to process.
+    """
     from vledge.models.factory import build_dual_encoder
     from vledge.text import build_wordpiece
 
@@ -56,7 +61,11 @@ def new_model(config: TrainConfig, data: ImageTextDataset):
         texts += [data.caption(i) for i in range(len(data))]
     if not texts:
         raise ConfigError(f"{data.describe()} has neither captions nor class names to train a text tower on")
-    tokenizer = build_wordpiece(texts, vocab_size=config.vocab_size, max_length=config.max_length)
+    tokenizer = None
+    if distributed.is_main():
+        tokenizer = build_wordpiece(texts, vocab_size=config.vocab_size, max_length=config.max_length)
+    if distributed.is_distributed():
+        tokenizer = _shared_tokenizer(tokenizer, config)
     if config.mean is None or config.std is None:
         mean, std = data_statistics(data, config.image_size, seed=config.seed)
     else:
@@ -68,22 +77,41 @@ def new_model(config: TrainConfig, data: ImageTextDataset):
     )
 
 
-def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(pixels.shape[0], generator=generator) < 0.5
+def _shared_tokenizer(tokenizer, config: TrainConfig):
+    from tokenizers import Tokenizer
+
+    from vledge.text import TextTokenizer, TokenizerSpec
+
+    text = distributed.broadcast_text(tokenizer.backend.to_str() if tokenizer is not None else None)
+    if tokenizer is not None:
+        return tokenizer
+    backend = Tokenizer.from_str(text)
+    return TextTokenizer(backend, TokenizerSpec("wordpiece", config.max_length, backend.token_to_id("[PAD]")))
+
+
+def _augment(pixels: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
 
 
-def _step(model, batch, classes, templates, config: TrainConfig, generator) -> tuple[torch.Tensor, dict]:
-    pixels = _augment(torch.from_numpy(batch.pixels), generator)
-    image = model.encode_image(pixels)
-    labels = torch.from_numpy(batch.labels)
+def _flips(idx: np.ndarray, kept: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """Which kept images to flip: drawn for the whole global batch, so every rank draws the same."""
+    flip = torch.rand(len(idx), generator=generator) < 0.5
+    return flip[torch.from_numpy(np.searchsorted(idx, kept))]
+
+
+def _step(model, encode, batch, whole, captions, classes, templates, config: TrainConfig, flip) -> tuple[torch.Tensor, dict]:
+    """One step's loss over the global batch ``whole``; this rank embeds its own images and every text."""
+    device = model.device()
+    pixels = _augment(torch.from_numpy(batch.pixels), flip).to(device)
+    labels = whole.rows(torch.from_numpy(batch.labels).to(device))
     prompts = [t.format(c) for c in classes for t in templates] if classes and bool((labels >= 0).any()) else []
     # Captions made from class names repeat within a batch and are the class prompts themselves:
     # encoding each distinct text once cuts the text tower's cost several-fold.
-    unique = list(dict.fromkeys(batch.captions + prompts))
+    unique = list(dict.fromkeys(captions + prompts))
     position = {text: i for i, text in enumerate(unique)}
-    text_all = model.encode_text(*model.tokenize(unique))
-    text = text_all[[position[c] for c in batch.captions]]
+    local_image, text_all = encode(pixels, *model.tokenize(unique))
+    image = whole.rows(local_image)
+    text = text_all[[position[c] for c in captions]]
     class_emb = None
     if prompts:
         per_prompt = text_all[[position[p] for p in prompts]].view(len(classes), len(templates), -1)
@@ -130,6 +158,13 @@ def _save_best(model, out: Path, config: TrainConfig, history: list, base: str |
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check and create ``out`` on rank 0; the other ranks wait for it."""
+    if distributed.is_main():
+        _check_out(out, resume, overwrite)
+    distributed.barrier()
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     from vledge.train.state import STATE_DIR
 
     has_run = out.exists() and any(out.iterdir())
@@ -157,11 +192,17 @@ def train(
 
     The best epoch on the validation split (zero-shot top-1, or image->text recall@1 for unlabelled
     data) is kept at ``out``; ``resume`` continues from the last finished epoch.
+
+    Under ``torchrun`` the training is data-parallel (see :mod:`vledge.train.distributed`): each rank
+    takes its share of every global batch of ``config.batch_size``; rank 0 alone validates and writes,
+    and the other ranks' reports hold no validation results.
     """
     started = time.time()
     out = Path(out)
     if config.lora is not None and base is None:
         raise ConfigError("LoRA fine-tuning needs the teacher to adapt: pass --base CHECKPOINT")
+    distributed.init_from_env()
+    main = distributed.is_main()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
@@ -184,16 +225,19 @@ def train(
         peft_model = add_lora(model, **config.lora)
     else:
         model = new_model(config, data)
+    model.to(distributed.device())
     optimizer = _optimizer(model, config)
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total, int(total * config.warmup_fraction))
     )
-    start_epoch, best, history = 0, -1.0, []
+    start_epoch, best, history, best_epoch = 0, -1.0, [], 0
     if resume:
         meta = load_train_state(out, model, optimizer, scheduler)
         start_epoch, best, history = meta["epoch"], meta["best"], meta["history"]
+        best_epoch = max(history, key=lambda h: _val_metric(h["val"]))["epoch"] if history else 0
         log.info("resuming %s after epoch %d", out, start_epoch)
+    encode = distributed.data_parallel(model)
 
     classes, templates = data.classes, list(data.templates)
     generator = torch.Generator().manual_seed(config.seed)
@@ -203,14 +247,17 @@ def train(
         order = np.random.default_rng(config.seed + epoch).permutation(len(train_set))
         model.train()
         totals: dict[str, float] = {}
-        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=progress)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=progress and main)
         for step in bar:
             idx = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-            batch = train_set.batch(idx, model.preprocess, variant=epoch + step, strict=config.strict_images)
+            batch = train_set.batch(distributed.shard(idx), model.preprocess, variant=epoch + step, strict=config.strict_images)
             skipped += len(batch.skipped)
-            if len(batch.indices) < 2:
+            whole = distributed.GlobalBatch(idx, batch.indices)
+            if not whole.usable():
                 continue
-            loss, parts = _step(model, batch, classes, templates, config, generator)
+            flip = _flips(idx, batch.indices, generator)
+            captions = whole.captions(train_set, epoch + step, batch.captions)
+            loss, parts = _step(model, encode, batch, whole, captions, classes, templates, config, flip)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -219,19 +266,23 @@ def train(
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / steps_per_epoch
         model.eval()
-        val = evaluate(TorchEmbedder(model), val_set)
-        metric = _val_metric(val.to_dict())
-        history.append({"epoch": epoch + 1, "loss": totals, "val": val.to_dict(), "seconds": round(time.time() - started, 1)})
+        val = evaluate(TorchEmbedder(model), val_set) if main else None
+        metric = distributed.broadcast_floats([_val_metric(val.to_dict()) if main else 0.0])[0]
+        history.append({"epoch": epoch + 1, "loss": totals, "val": val.to_dict() if main else None,
+                        "seconds": round(time.time() - started, 1)})
         if metric > best:
-            best = metric
-            _save_best(model, out, config, history, str(base) if base else None, peft_model)
-        save_train_state(out, model, optimizer, scheduler, epoch=epoch + 1, best=best, history=history)
+            best, best_epoch = metric, epoch + 1
+            if main:
+                _save_best(model, out, config, history, str(base) if base else None, peft_model)
+        if main:
+            save_train_state(out, model, optimizer, scheduler, epoch=epoch + 1, best=best, history=history)
         log.info(
             "epoch %d/%d: loss %s, val %s %.4f (best %.4f), %.0f s",
             epoch + 1, config.epochs, {k: round(v, 4) for k, v in totals.items()},
-            "top-1" if val.top1 is not None else "i2t@1", metric, best, time.time() - started,
+            "top-1" if classes else "i2t@1", metric, best, time.time() - started,
         )
-    best_epoch = max(history, key=lambda h: _val_metric(h["val"]))["epoch"] if history else 0
+    skipped = int(distributed.all_reduce_sum({"skipped": skipped})["skipped"])
+    distributed.barrier()  # the others leave once rank 0 has written everything
     return TrainReport(
         out=str(out), epochs_run=config.epochs - start_epoch, best_epoch=best_epoch,
         best_val_top1=best if classes else None, history=history, seconds=time.time() - started,

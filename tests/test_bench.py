@@ -1,0 +1,199 @@
+"""vledge bench: latency statistics, MAC counting, targets, and a small run whose failing rows are
+recorded (never raised) and whose report files parse."""
+
+import argparse
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bundles import build_bundle, tiny_model
+from vledge.bench import BenchConfig, bench
+from vledge.bench import runner
+from vledge.bench.measure import QUICK, Repetitions, count_macs, count_onnx_parameters, latency_stats, time_interleaved
+from vledge.bench.plots import plot_scaling
+from vledge.bench.report import markdown_table
+from vledge.bench.rows import STUDENT_FP32_ORT, STUDENT_INT8_ORT, TEACHER_TORCH
+from vledge.bench.targets import evaluate_targets
+from vledge.errors import ConfigError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_stats_from_given_timings():
+    stats = latency_stats([i / 1000 for i in range(1, 101)], batch=8)  # 1..100 ms
+    assert stats["n"] == 100
+    assert stats["p50_ms"] == pytest.approx(50.5)
+    assert stats["p95_ms"] == pytest.approx(95.05)
+    assert stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["min_ms"] == pytest.approx(1.0)
+    assert stats["items_per_s"] == pytest.approx(8 / 0.0505)
+    with pytest.raises(ConfigError, match="non-empty list of non-negative timings"):
+        latency_stats([])
+
+
+def test_time_interleaved_runs_calls_round_robin_within_the_limits():
+    order = []
+    times = time_interleaved([lambda: order.append("a"), lambda: order.append("b")],
+                             Repetitions(warmup=1, min_rounds=3, min_seconds=0.0, max_rounds=3, max_seconds=5.0))
+    assert [len(t) for t in times] == [3, 3]
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then alternating rounds
+    with pytest.raises(ConfigError, match="min_rounds <= max_rounds"):
+        Repetitions(min_rounds=5, max_rounds=2)
+
+
+def test_mac_and_parameter_counts_on_a_known_graph(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.standard_normal((256, 5)).astype(np.float32), "mm_w"),
+        numpy_helper.from_array(rng.standard_normal((3, 5)).astype(np.float32), "gemm_w"),
+        numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape"),  # not a parameter
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], pads=[1, 1, 1, 1]),  # (1,4,8,8): 256 outputs x 27
+        helper.make_node("Reshape", ["c", "shape"], ["flat"]),  # (1, 256)
+        helper.make_node("MatMul", ["flat", "mm_w"], ["m"]),  # (1, 5): 5 outputs x 256
+        helper.make_node("Gemm", ["m", "gemm_w"], ["y"], transB=1),  # (1, 3): 3 outputs x 5
+    ]
+    graph = helper.make_graph(nodes, "known", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "known.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert count_macs(path, {"x": np.zeros((1, 3, 8, 8), np.float32)}) == 256 * 27 + 5 * 256 + 3 * 5
+    assert count_macs(path, {"x": np.zeros((2, 3, 8, 8), np.float32)}) == 2 * (256 * 27 + 5 * 256 + 3 * 5)
+    assert count_onnx_parameters(path) == 108 + 1280 + 15
+
+
+def _row(name, **values):
+    return {"name": name, "status": "ok", **values}
+
+
+def test_targets_pass_miss_and_not_measured_with_margins():
+    rows = {r["name"]: r for r in [
+        _row(TEACHER_TORCH, role="teacher", image_b1_p50_ms=100.0, text_b1_p50_ms=100.0, top1=0.90, size_mb=60.0),
+        _row(STUDENT_FP32_ORT, role="student", images_per_s=1000.0, texts_per_s=1000.0, top1=0.890),
+        _row(STUDENT_INT8_ORT, role="student", image_b1_p50_ms=5.0, text_b1_p50_ms=12.5, images_per_s=2500.0,
+             texts_per_s=1500.0, top1=0.880, size_mb=1.5, peak_rss_mb=80.0, placement="onnxruntime:cpu",
+             classify_overhead_pct=10.0),
+        {"name": "bundle broken", "role": "bundle", "precision": "int8", "status": "error (run): exit 1: BundleError"},
+    ]}
+    lines = {(t.target, t.subject): t for t in evaluate_targets(rows, {"onnxruntime": 70.0})}
+    image = lines[("image tower b1 speed-up over teacher PyTorch FP32", STUDENT_INT8_ORT)]
+    assert (image.status, image.value, image.margin) == ("pass", 20.0, "33% to spare")
+    text = lines[("text tower b1 speed-up over teacher PyTorch FP32", STUDENT_INT8_ORT)]
+    assert (text.status, text.value) == ("miss", 8.0)
+    assert text.margin == "misses by 20% (needs 1.25x more)"
+    drop = lines[("top-1 lost by INT8 against the FP32 student on ONNX Runtime", STUDENT_INT8_ORT)]
+    assert drop.status == "miss" and drop.value == pytest.approx(1.0) and drop.margin == "misses by 0.50 pt"
+    memory = lines[("runtime peak memory <= 3 x bundle + onnxruntime baseline", STUDENT_INT8_ORT)]
+    assert memory.limit == pytest.approx(74.5) and memory.status == "miss"
+    assert lines[("teacher checkpoint size / bundle size", STUDENT_INT8_ORT)].value == pytest.approx(40.0)
+    broken = lines[("top-1 kept of the teacher's", "bundle broken")]
+    assert broken.status == "n/a" and "error (run)" in broken.margin
+    assert broken.line().startswith("[n/a ]")
+    openvino = lines[("image tower b8 throughput INT8 / FP32 on ONNX Runtime", STUDENT_INT8_ORT)]
+    assert openvino.line() == ("[PASS] image tower b8 throughput INT8 / FP32 on ONNX Runtime (student INT8 (ORT)): "
+                               "2.5x >= 2.0x; 25% to spare")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from vledge.models import save_dual_encoder
+
+    root = tmp_path_factory.mktemp("bench")
+    save_dual_encoder(tiny_model(), root / "teacher")
+    build_bundle(root / "good")
+    broken = build_bundle(root / "broken")
+    (broken / "labels.json").write_text("[]")  # no longer matches its sha256
+    return root
+
+
+def _config(folders, out, **overrides):
+    settings = dict(teacher=str(folders / "teacher"), rows=["teacher-onnx"], out=str(out), max_samples=32,
+                    probe_images=8, reps=QUICK, scaling=False)
+    return BenchConfig(**{**settings, **overrides})
+
+
+def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
+    bundles = [str(folders / "good"), str(folders / "missing"), str(folders / "broken")]
+    results = bench(_config(folders, tmp_path / "out", bundles=bundles))
+    by_name = {r["name"]: r for r in results["rows"]}
+    assert list(by_name) == ["teacher ONNX FP32 (ORT)", "bundle good", "bundle missing", "bundle broken"]
+    good = by_name["bundle good"]
+    assert good["status"] == "ok" and good["placement"] == "onnxruntime:cpu"
+    assert 0 <= good["top1"] <= 1 and good["eval_n"] == 32
+    assert good["image_b1_p50_ms"] > 0 and good["images_per_s"] > 0 and good["peak_rss_mb"] > 0
+    assert good["image_mmacs"] > 0 and good["size_mb"] > 0
+    assert "bundle folder not found" in by_name["bundle missing"]["status"]
+    assert "does not match its sha256" in by_name["bundle broken"]["status"]
+    # The teacher's ONNX towers hold the same weights as the tiny model the good bundle was exported from.
+    assert by_name["teacher ONNX FP32 (ORT)"]["top1"] == good["top1"]
+    assert results["baselines"]["onnxruntime"] > 0
+
+    out = tmp_path / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in saved["rows"]] == list(by_name)
+    assert saved["machine"]["versions"]["onnxruntime"] and saved["settings"]["threads"] == 2
+    with open(out / "results.csv") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in csv_rows] == list(by_name)
+    assert float(csv_rows[1]["top1"]) == pytest.approx(good["top1"])
+    report = (out / "report.md").read_text()
+    assert "| variant | runs on | top-1 |" in report and "## Targets (issue 5)" in report and "no target applies" in report
+    assert (out / "accuracy_latency.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsys):
+    from vledge.cli import bench_cmd
+
+    (tmp_path / "not-a-checkpoint").mkdir()
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--teacher", str(tmp_path / "not-a-checkpoint"), "--rows", "teacher-onnx",
+                              "--out", str(tmp_path / "out"), "--no-scaling", "--quick", "--max-samples", "16"])
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert "error (build): CheckpointError" in printed
+    assert "failed rows: teacher ONNX FP32 (ORT)" in printed
+    with pytest.raises(ConfigError, match="unknown row 'student-int8'. Did you mean 'student-int8-ort'?"):
+        bench(_config(folders, tmp_path / "out2", rows=["student-int8"]))
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_path, monkeypatch):
+    shutil.copytree(folders / "good", tmp_path / "again")
+    real = runner._run_worker
+    calls = []
+
+    def interrupted_on_second_row(args, *rest, **kwargs):
+        if "--baseline" not in args:
+            calls.append(args)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(runner, "_run_worker", interrupted_on_second_row)
+    config = _config(folders, tmp_path / "out", rows=[], bundles=[str(folders / "good"), str(tmp_path / "again")])
+    with pytest.raises(KeyboardInterrupt):
+        bench(config)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["name"], r["status"]) for r in saved["rows"]] == [("bundle good", "ok")]
+
+    monkeypatch.setattr(runner, "_run_worker", real)
+    resumed = bench(_config(folders, tmp_path / "out", rows=[], resume=True,
+                            bundles=[str(folders / "good"), str(tmp_path / "again")]))
+    assert [(r["name"], r["status"]) for r in resumed["rows"]] == [("bundle good", "ok"), ("bundle again", "ok")]
+    assert resumed["rows"][0]["image_b1_p50_ms"] == saved["rows"][0]["image_b1_p50_ms"]  # kept, not measured again
+
+
+def test_plots_and_table_read_from_given_numbers(tmp_path):
+    scaling = {"batch": {"student INT8 (ORT)": {"image": {"1": 0.5, "8": 2.0}, "text": {"1": 0.3, "8": 1.0}}},
+               "resolution": {"student INT8 (ORT)": {"28": 0.5, "56": 1.5}}, "errors": []}
+    assert plot_scaling(scaling, tmp_path / "s.png").read_bytes()[:8] == PNG_MAGIC
+    assert plot_scaling({"batch": {}, "resolution": {}}, tmp_path / "none.png") is None
+    table = markdown_table([{"name": "x", "status": "error (run): " + "y" * 200, "top1": 0.5}])
+    assert "| x | - | 0.5000 |" in table and "..." in table and "y" * 100 not in table

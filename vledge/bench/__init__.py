@@ -1,0 +1,25 @@
+"""`vledge bench`: accuracy, latency, memory and size of the teacher and every compressed variant,
+as a table, CSV, JSON and plots, with issue 5's targets checked as ratios measured in one run.
+
+Importing this package loads nothing heavy (the measuring worker process starts from it).
+"""
+
+from __future__ import annotations
+
+
+def bench(config):
+    """Run the benchmark a :class:`BenchConfig` describes; see :func:`vledge.bench.runner.bench`."""
+    from vledge.bench.runner import bench as _bench
+
+    return _bench(config)
+
+
+def __getattr__(name):
+    if name == "BenchConfig":
+        from vledge.bench.runner import BenchConfig
+
+        return BenchConfig
+    raise AttributeError(f"module 'vledge.bench' has no attribute {name!r}")
+
+
+__all__ = ["bench", "BenchConfig"]

@@ -1,0 +1,194 @@
+"""What the benchmark measures, as small functions with no framework imports: timing, latency
+statistics, peak memory, sizes, and MACs / parameters counted from an ONNX graph."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vledge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Repetitions:
+    """How long each timed call is repeated: warm-up first, then rounds until both minimums are met
+    (``min_rounds`` and ``min_seconds``) or either maximum is reached."""
+
+    warmup: int = 5
+    min_rounds: int = 30
+    min_seconds: float = 1.0
+    max_rounds: int = 300
+    max_seconds: float = 6.0
+
+    def __post_init__(self):
+        if self.warmup < 0 or self.min_rounds < 1 or self.max_rounds < self.min_rounds:
+            raise ConfigError(f"invalid repetitions {self}: need warmup >= 0 and 1 <= min_rounds <= max_rounds")
+        if self.min_seconds < 0 or self.max_seconds < self.min_seconds:
+            raise ConfigError(f"invalid repetitions {self}: need 0 <= min_seconds <= max_seconds")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+QUICK = Repetitions(warmup=2, min_rounds=5, min_seconds=0.0, max_rounds=20, max_seconds=1.0)
+
+
+def time_interleaved(calls: Sequence[Callable[[], object]], reps: Repetitions = Repetitions()) -> list[list[float]]:
+    """Seconds per call of each of ``calls``, run round-robin so background load hits them alike."""
+    for call in calls:
+        for _ in range(reps.warmup):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        for call, out in zip(calls, times):
+            t = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - t)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        if rounds >= reps.max_rounds or elapsed >= reps.max_seconds:
+            break
+        if rounds >= reps.min_rounds and elapsed >= reps.min_seconds:
+            break
+    return times
+
+
+def latency_stats(seconds: Sequence[float], batch: int = 1) -> dict:
+    """p50 / p95 / mean / min in milliseconds, the sample count, and items per second at ``batch``.
+
+    Throughput uses the mean (total items over total time), not the median: it is what a stream sees.
+    """
+    x = np.asarray(seconds, dtype=np.float64)
+    if x.size == 0 or not np.isfinite(x).all() or (x < 0).any():
+        raise ConfigError(f"latency_stats needs a non-empty list of non-negative timings, got {list(seconds)[:5]}")
+    mean = float(x.mean())
+    return {
+        "p50_ms": float(np.percentile(x, 50)) * 1e3,
+        "p95_ms": float(np.percentile(x, 95)) * 1e3,
+        "mean_ms": mean * 1e3,
+        "min_ms": float(x.min()) * 1e3,
+        "n": int(x.size),
+        "items_per_s": batch / mean if mean > 0 else math.inf,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (10^6 bytes).
+
+    On Linux this is ``VmHWM``, which starts afresh at ``exec``; ``ru_maxrss`` would not do for a
+    worker process: it keeps the peak of the parent it was forked from.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB elsewhere
+
+
+def folder_bytes(path: str | os.PathLike) -> int:
+    """Bytes of every file under ``path`` (hidden files and folders such as ``.trt_cache`` not counted)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    total = 0
+    for file in root.rglob("*"):
+        rel = file.relative_to(root).parts
+        if file.is_file() and not any(part.startswith(".") for part in rel):
+            total += file.stat().st_size
+    return total
+
+
+# op type -> (index of the A / data input, index of the weight input or None)
+MAC_OPS = {
+    "Conv": (0, 1),
+    "ConvInteger": (0, 1),
+    "QLinearConv": (0, 3),
+    "MatMul": (0, None),
+    "MatMulInteger": (0, None),
+    "QLinearMatMul": (0, None),
+    "Gemm": (0, None),
+    "FusedMatMul": (0, None),
+}
+
+
+def _graph_shapes(model, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """The shape of every value in ``model`` on ``feeds``, found by running it in ONNX Runtime with
+    every intermediate exposed as an output: exact where static shape inference gives up (the
+    reshapes of attention)."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model)
+    seen = {o.name for o in graph.graph.output}
+    for node in graph.graph.node:
+        for name in node.output:
+            if name and name not in seen:
+                graph.graph.output.append(onnx.ValueInfoProto(name=name))
+                seen.add(name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    shapes = {n: tuple(np.shape(v)) for n, v in zip(names, session.run(names, feeds))}
+    shapes.update({init.name: tuple(init.dims) for init in graph.graph.initializer})
+    shapes.update({k: tuple(v.shape) for k, v in feeds.items()})
+    return shapes
+
+
+def count_macs(onnx_path: str | os.PathLike, feeds: dict[str, np.ndarray]) -> int:
+    """Multiply-accumulates of the convolutions and matrix products of an ONNX graph on ``feeds``.
+
+    Conv: output elements x (input channels per group x kernel area); MatMul / Gemm: output elements
+    x the shared dimension. Quantized forms (QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger)
+    count like their float ops; element-wise ops, normalisation and softmax are not counted.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    shapes = _graph_shapes(model, feeds)
+    total = 0
+    for node in model.graph.node:
+        if node.op_type not in MAC_OPS:
+            continue
+        data_index, weight_index = MAC_OPS[node.op_type]
+        out = shapes[node.output[0]]
+        if weight_index is not None:  # convolution
+            total += math.prod(out) * math.prod(shapes[node.input[weight_index]][1:])
+            continue
+        a = shapes[node.input[data_index]]
+        trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+        shared = a[-2] if trans_a else a[-1]
+        total += math.prod(out) * shared
+    return int(total)
+
+
+_QUANT_PARAMS = ("_scale", "_zero_point", "_quantized_scale", "_quantized_zero_point")
+
+
+def count_onnx_parameters(onnx_path: str | os.PathLike) -> int:
+    """Elements of an ONNX graph's float, 8-bit and int32 initializers, quantization scales and zero
+    points excluded: the parameter count when no PyTorch model is at hand."""
+    import onnx
+    from onnx import TensorProto
+
+    kinds = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8, TensorProto.UINT8,
+             TensorProto.INT32}  # INT32: the biases of quantized convolutions
+    model = onnx.load(str(onnx_path))
+    return int(sum(
+        math.prod(init.dims) for init in model.graph.initializer
+        if init.data_type in kinds and not init.name.endswith(_QUANT_PARAMS)
+    ))

@@ -1,0 +1,263 @@
+"""The benchmark's rows: which variants are measured, and how each one's bundle is made.
+
+Rows, in order: the teacher in PyTorch FP32 and as FP32 ONNX; the student as FP32 ONNX on ONNX
+Runtime, INT8 on ONNX Runtime (target ``cpu``), FP32 on OpenVINO (f32 inference) and INT8 on
+OpenVINO (target ``intel-cpu``, NNCF); then every bundle given as it is.
+
+Where the student comes from (``student_source``):
+- a checkpoint folder (``--student``): used as is; a compress work folder (``OUT.work``) is read
+  from its ``prune/model`` or ``distill/model``;
+- otherwise it is distilled from the teacher by the compress pipeline's own distillation stage
+  (``compress.stages.distilled_student``, the cpu target's default recipe) into the work folder,
+  where a later run with the same teacher and settings finds and reuses it.
+The student's variants are then made with the pipeline's own export and quantize stages
+(``export_towers``, ``quantize_towers_for_target``), without the verify gate's recovery; to
+measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from vledge.errors import ConfigError
+from vledge.registry import did_you_mean
+
+log = logging.getLogger(__name__)
+
+TEACHER_TORCH = "teacher PyTorch FP32"
+TEACHER_ONNX = "teacher ONNX FP32 (ORT)"
+STUDENT_FP32_ORT = "student FP32 (ORT)"
+STUDENT_INT8_ORT = "student INT8 (ORT)"
+STUDENT_FP32_OV = "student FP32 (OpenVINO)"
+STUDENT_INT8_OV = "student INT8 (OpenVINO)"
+ROW_KEYS = ("teacher-torch", "teacher-onnx", "student-fp32-ort", "student-int8-ort", "student-fp32-openvino",
+            "student-int8-openvino")
+
+
+@dataclass
+class Variant:
+    """One row: what ``vledge.load`` opens (``path``, made by ``build`` when needed) and its static facts."""
+
+    name: str
+    key: str  # short name for selecting rows (``--rows``)
+    role: str  # "teacher" | "student" | "bundle"
+    precision: str
+    path: Path | None = None
+    build: Callable[[], Path] | None = None
+    backend: str | None = None  # passed to vledge.load; None: the bundle's own choice
+    options: dict = field(default_factory=dict)
+    params: Callable[[], int | None] | None = None
+    macs_from: Callable[[], Path | None] | None = None  # a bundle whose ONNX towers the MACs are counted on
+
+
+class _Once:
+    """Call ``make`` once; later calls return its result or raise its exception again."""
+
+    def __init__(self, make: Callable):
+        self.make, self.done, self.value, self.error = make, False, None, None
+
+    def __call__(self):
+        if not self.done:
+            try:
+                self.value = self.make()
+            except Exception as exc:
+                self.error = exc
+            self.done = True
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Workshop:
+    """Loads the teacher, finds or distils the student, and builds each variant's bundle in ``work``."""
+
+    def __init__(self, teacher: str | Path, *, data: str, data_dir: str | None, split: str, work: Path,
+                 student: str | Path | None = None, distill: dict | None = None, seed: int = 0):
+        self.teacher_path = Path(teacher)
+        self.data, self.data_dir, self.split = data, data_dir, split
+        self.work = Path(work)
+        self.student_source = Path(student) if student else None
+        self.distill_overrides = dict(distill or {})
+        self.seed = seed
+        self.student_description = ""
+        self.teacher = _Once(self._load_teacher)
+        self.train_data = _Once(lambda: self._dataset("train"))
+        self.eval_data = _Once(lambda: self._dataset(self.split))
+        self.student = _Once(self._student)
+        self.exported = _Once(self._export_student)
+
+    # -- models and data ---------------------------------------------------------------------------
+    def _load_teacher(self):
+        from vledge.models import load_teacher
+
+        return load_teacher(self.teacher_path)
+
+    def _dataset(self, split: str):
+        from vledge.data import load_dataset
+
+        return load_dataset(self.data, split, self.data_dir)
+
+    def config(self, target: str):
+        from vledge.compress.config import resolve_config
+
+        overrides = {"data": self.data, "data_dir": self.data_dir, "seed": self.seed,
+                     "distill": self.distill_overrides or None}
+        return resolve_config(target, overrides=overrides)
+
+    def _student(self):
+        from vledge.models import load_dual_encoder, load_teacher
+
+        source = self.student_source
+        if source is not None:
+            for stage in ("prune", "distill"):  # a compress work folder: its last finished model
+                if (source / stage / "model").is_dir():
+                    self.student_description = f"{source / stage / 'model'} (compress work folder)"
+                    return load_dual_encoder(source / stage / "model")
+            self.student_description = f"{source} (--student)"
+            return load_teacher(source)
+        return self._distil()
+
+    def _distil(self):
+        from vledge.compress import stages
+        from vledge.compress.workdir import WorkDir, stage_key
+
+        teacher = self.teacher()
+        config = self.config("cpu")
+        teacher_id = stages.model_fingerprint(teacher)
+        key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
+        log.info("bench: distilling the student (compress's distill stage, %d epochs of up to %s images); "
+                 "kept in %s for later runs", config.distill.epochs, config.distill.max_samples, self.work / "student")
+        student, record, reused = stages.distilled_student(teacher, self.train_data(), config,
+                                                           WorkDir(self.work / "student"), key)
+        self.student_description = f"{record['summary']}{' (reused from an earlier run)' if reused else ''}"
+        return student
+
+    def _export_student(self):
+        from vledge.compress import stages
+
+        return stages.export_towers(self.student(), self.eval_data(), self.config("cpu"), self._fresh("student-onnx"))
+
+    def _fresh(self, name: str) -> Path:
+        import shutil
+
+        folder = self.work / "build" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    # -- bundles ---------------------------------------------------------------------------------
+    def _write(self, name: str, model, towers: dict, target: str) -> Path:
+        from vledge.compress.bundle import write_bundle
+        from vledge.compress.gate import bundle_precision
+
+        return write_bundle(
+            self.work / "bundles" / name, towers=towers, tokenizer=model.tokenizer, preprocess=model.preprocess,
+            target=target, precision=bundle_precision(towers), embed_dim=model.embed_dim,
+            logit_scale=math.exp(model.logit_scale.item()), config={"bench": name}, metrics={},
+            provenance={"bench": name, "teacher": str(self.teacher_path)}, overwrite=True,
+        )
+
+    def teacher_onnx(self) -> Path:
+        from vledge.compress.export import export_onnx
+
+        teacher, folder = self.teacher(), self._fresh("teacher-onnx")
+        towers = {}
+        for kind in ("image", "text"):
+            path = folder / f"{kind}_encoder.onnx"
+            towers[kind] = (export_onnx(teacher, kind, path), [path])
+        return self._write("teacher-onnx-fp32", teacher, towers, "cpu")
+
+    def student_fp32_onnx(self) -> Path:
+        exported = self.exported()
+        towers = {k: (exported.specs[k], [exported.paths[k]]) for k in ("image", "text")}
+        return self._write("student-onnx-fp32", self.student(), towers, "cpu")
+
+    def student_fp32_openvino(self) -> Path:
+        from vledge.compress.openvino_export import export_openvino
+        from vledge.compress.stages import tower_files
+
+        exported, folder = self.exported(), self._fresh("student-openvino")
+        towers = {}
+        for kind in ("image", "text"):
+            spec = export_openvino(exported.paths[kind], kind, folder / f"{kind}_encoder.xml")
+            towers[kind] = (spec, tower_files(folder, spec))
+        return self._write("student-openvino-fp32", self.student(), towers, "intel-cpu")
+
+    def student_int8(self, target: str) -> Path:
+        from vledge.compress import stages
+
+        config = self.config(target)
+        quantized = stages.quantize_towers_for_target(self.student(), self.train_data(), self.exported(), config,
+                                                      self._fresh(f"student-{target}"))
+        return self._write(f"student-{target}-int8", self.student(), quantized.towers, target)
+
+    def teacher_params(self) -> int:
+        from vledge.compress.stages import count_parameters
+
+        return count_parameters(self.teacher())
+
+    def student_params(self) -> int:
+        from vledge.compress.stages import count_parameters
+
+        return count_parameters(self.student())
+
+
+def bundle_params(path: Path) -> int | None:
+    """A bundle's parameter count: as its compress run recorded it, else counted in its ONNX towers."""
+    from vledge.bench.measure import count_onnx_parameters
+    from vledge.bundle import read_manifest, safe_join
+
+    manifest = read_manifest(path, verify=False)
+    if manifest.metrics.get("student_params"):
+        return int(manifest.metrics["student_params"])
+    if any(t.format != "onnx" for t in manifest.towers.values()):
+        return None
+    return sum(count_onnx_parameters(safe_join(path, t.file)) for t in manifest.towers.values())
+
+
+def variants(shop: Workshop, bundles: list[str | Path], only: list[str] | None = None) -> list[Variant]:
+    """The rows of one benchmark run in the order they are measured (the teacher first: its
+    embeddings are the reference for every other row's cosine); ``only`` keeps the built-in rows with
+    these keys (``ROW_KEYS``), every given bundle is always measured."""
+    teacher_onnx = _Once(shop.teacher_onnx)
+    student_onnx = _Once(shop.student_fp32_onnx)
+    rows = [
+        Variant(TEACHER_TORCH, "teacher-torch", "teacher", "fp32", path=shop.teacher_path, backend="torch",
+                params=shop.teacher_params, macs_from=teacher_onnx),
+        Variant(TEACHER_ONNX, "teacher-onnx", "teacher", "fp32", build=teacher_onnx, params=shop.teacher_params),
+        Variant(STUDENT_FP32_ORT, "student-fp32-ort", "student", "fp32", build=student_onnx,
+                params=shop.student_params),
+        Variant(STUDENT_INT8_ORT, "student-int8-ort", "student", "int8", build=lambda: shop.student_int8("cpu"),
+                params=shop.student_params),
+        Variant(STUDENT_FP32_OV, "student-fp32-openvino", "student", "fp32", build=shop.student_fp32_openvino,
+                options={"exact": True}, params=shop.student_params, macs_from=student_onnx),
+        Variant(STUDENT_INT8_OV, "student-int8-openvino", "student", "int8",
+                build=lambda: shop.student_int8("intel-cpu"), params=shop.student_params, macs_from=student_onnx),
+    ]
+    unknown = sorted(set(only or ()) - {v.key for v in rows})
+    if unknown:
+        raise ConfigError(f"unknown row {unknown[0]!r}.{did_you_mean(unknown[0], ROW_KEYS)} Rows: {', '.join(ROW_KEYS)}")
+    if only is not None:
+        rows = [v for v in rows if v.key in only]
+    for path in bundles:
+        path = Path(path)
+        name = f"bundle {path.name}"
+        while any(v.name == name for v in rows):  # two bundles in folders of the same name
+            name += "'"
+        rows.append(Variant(name, name, "bundle", _precision(path), path=path, params=lambda p=path: bundle_params(p)))
+    return rows
+
+
+def _precision(bundle: Path) -> str:
+    """The precision a bundle's manifest declares, or "" where it cannot be read (the row will say why)."""
+    from vledge.bundle import read_manifest
+    from vledge.errors import BundleError
+
+    try:
+        return read_manifest(bundle, verify=False).precision
+    except BundleError:
+        return ""

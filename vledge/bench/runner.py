@@ -1,0 +1,342 @@
+"""`vledge bench`: build every variant, measure each in its own process, and write the report after
+every row, so a run interrupted half way keeps the rows it finished (``resume`` skips them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vledge.bench import report as reports
+from vledge.bench.measure import Repetitions, count_macs, folder_bytes
+from vledge.bench.scaling import BATCHES, RESOLUTIONS, SCALING_REPS
+from vledge.bench.rows import (STUDENT_FP32_ORT, STUDENT_INT8_ORT, STUDENT_INT8_OV, TEACHER_ONNX, TEACHER_TORCH,
+                               Variant, Workshop, variants)
+from vledge.bench.targets import evaluate_targets
+from vledge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "openvino", "torch")
+ACCURACY_PLOT = "accuracy_latency.png"
+SCALING_PLOT = "scaling.png"
+# The scaling curves: the teacher in both runtimes and the student's shipped forms.
+SCALING_ROWS = (TEACHER_TORCH, TEACHER_ONNX, STUDENT_FP32_ORT, STUDENT_INT8_ORT, STUDENT_INT8_OV)
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one benchmark run (``vledge bench --help`` explains each flag)."""
+
+    teacher: str
+    bundles: list[str] = field(default_factory=list)
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    split: str = "test"
+    out: str = "bench-report"
+    work_dir: str | None = None  # default: OUT/work (exported variants, the distilled student, logs)
+    threads: int = 2
+    max_samples: int | None = None
+    student: str | None = None
+    rows: list[str] | None = None  # keys of the built-in rows to measure (rows.ROW_KEYS); None: all
+    distill_epochs: int | None = None
+    distill_samples: int | None = None
+    scaling: bool = True
+    scaling_batches: tuple[int, ...] = BATCHES
+    scaling_resolutions: tuple[int, ...] = RESOLUTIONS
+    reps: Repetitions = field(default_factory=Repetitions)
+    scaling_reps: Repetitions = SCALING_REPS
+    probe_images: int = 256
+    row_timeout: float = 1800.0
+    resume: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"max_samples must be positive, got {self.max_samples}")
+        if self.probe_images < 8:
+            raise ConfigError(f"probe_images must be at least 8 (batch-8 latency), got {self.probe_images}")
+        if not Path(self.teacher).is_dir():
+            raise ConfigError(f"teacher checkpoint folder not found: {self.teacher} (pass --teacher ckpt/)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info(threads: int) -> dict:
+    """The machine and library versions the numbers were taken on."""
+    from vledge.compress.bundle import toolchain_versions
+
+    cpu = platform.processor() or "?"
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    versions = toolchain_versions()
+    for dist in ("numpy", "tokenizers", "torchvision", "matplotlib", "psutil"):
+        try:
+            import importlib.metadata
+
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cores": os.cpu_count(), "threads": threads, "load_average": os.getloadavg(), "versions": versions}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def write_probe(data, n: int, work: Path) -> tuple[Path, list[str], list[str]]:
+    """The first ``n`` images of the evaluation split as uint8 arrays (every row preprocesses them its
+    own way), the prompts of every class and template, and the class names."""
+    from vledge.images import open_image
+
+    images = {f"image_{i}": np.asarray(open_image(data.image(i))) for i in range(min(n, len(data)))}
+    path = work / "probe.npz"
+    np.savez(path, **images)
+    classes = list(data.classes or [])
+    texts = [t.format(c) for c in classes for t in data.templates] or [data.caption(i) for i in range(min(64, len(data)))]
+    return path, texts, classes
+
+
+def _run_worker(args: list[str], log_path: Path, result_path: Path, timeout: float,
+                module: str = "vledge.bench.worker") -> tuple[dict | None, str | None]:
+    """Run ``python -m module *args``; its result, or why there is none (with the end of its log)."""
+    result_path.unlink(missing_ok=True)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "w") as logfile:
+        try:
+            done = subprocess.run([sys.executable, "-m", module, *args], stdout=logfile,
+                                  stderr=subprocess.STDOUT, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout:.0f} s (log: {log_path})"
+    if done.returncode == 0 and result_path.is_file():
+        return json.loads(result_path.read_text()), None
+    tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
+    return None, f"exit {done.returncode}: {tail[0][:300] if tail else 'no output'} (log: {log_path})"
+
+
+def _static_facts(variant: Variant, path: Path, texts: list[str], notes: list[str]) -> dict:
+    """Size, parameters and MACs (batch 1; text at the first prompt's length), each guarded."""
+    facts = {"size_mb": folder_bytes(path) / 1e6}
+    try:
+        params = variant.params() if variant.params else None
+        facts["params_m"] = None if params is None else params / 1e6
+    except Exception as exc:
+        notes.append(f"parameters not counted: {type(exc).__name__}: {exc}")
+    try:
+        facts.update(_macs(variant.macs_from() if variant.macs_from else path, texts))
+    except Exception as exc:
+        notes.append(f"MACs not counted: {type(exc).__name__}: {str(exc)[:200]}")
+    return facts
+
+
+def _macs(bundle: Path, texts: list[str]) -> dict:
+    from vledge.bundle import read_manifest, safe_join
+    from vledge.text import TextTokenizer
+
+    manifest = read_manifest(bundle, verify=False)
+    out = {}
+    for kind, tower in manifest.towers.items():
+        if tower.format != "onnx":
+            continue
+        if kind == "image":
+            size = manifest.preprocess.image_size
+            arrays = [np.zeros((1, 3, size, size), np.float32)]
+        else:
+            tokenizer = TextTokenizer.from_file(safe_join(bundle, manifest.tokenizer.file), manifest.tokenizer)
+            arrays = list(tokenizer(texts[:1], pad_to_max=isinstance(tower.inputs[0].shape[-1], int)))
+        feeds = {t.name: a.astype(t.dtype) for t, a in zip(tower.inputs, arrays)}
+        out[f"{kind}_mmacs"] = count_macs(safe_join(bundle, tower.file), feeds) / 1e6
+    return out
+
+
+class _Run:
+    """One benchmark run's state: its results dict, written out after every change."""
+
+    def __init__(self, config: BenchConfig):
+        self.config = config
+        self.out = Path(config.out)
+        self.work = Path(config.work_dir or self.out / "work")
+        (self.work / "logs").mkdir(parents=True, exist_ok=True)
+        previous = self.out / reports.RESULTS_JSON
+        self.results = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(config.threads),
+                        "settings": config.to_dict(), "student": None, "baselines": {}, "rows": [], "details": [],
+                        "targets": [], "scaling": None, "files": {}}
+        if config.resume and previous.is_file():
+            old = json.loads(previous.read_text())
+            kept = [r for r in old.get("rows", []) if r.get("status") == "ok"]
+            names = {r["name"] for r in kept}
+            self.results.update(rows=kept, details=[d for d in old.get("details", []) if d["name"] in names],
+                                baselines=old.get("baselines", {}), student=old.get("student"))
+
+    def row(self, name: str) -> dict | None:
+        return next((r for r in self.results["rows"] if r["name"] == name), None)
+
+    def put(self, row: dict, detail: dict) -> None:
+        for key, item in (("rows", row), ("details", detail)):
+            self.results[key] = [r for r in self.results[key] if r["name"] != item["name"]] + [item]
+        self.save()
+
+    def save(self) -> None:
+        rows = {r["name"]: r for r in self.results["rows"]}
+        self.results["targets"] = [{**t.to_dict(), "line": t.line()} for t in evaluate_targets(rows, self.results["baselines"])]
+        self.results["files"].update({k: str(v) for k, v in reports.write_reports(self.out, self.results).items()})
+
+
+def bench(config: BenchConfig) -> dict:
+    """Measure every variant (see ``vledge.bench.rows``) and write the report into ``config.out``.
+
+    Returns the results dict that ``results.json`` holds: machine, settings, rows, targets, scaling.
+    A variant that fails to build or run becomes a row with its error as status; nothing is raised
+    for it. Invalid settings or an unreadable data set raise before any row is measured.
+    """
+    run = _Run(config)
+    shop = Workshop(config.teacher, data=config.data, data_dir=config.data_dir, split=config.split, work=run.work,
+                    student=config.student, seed=config.seed,
+                    distill={k: v for k, v in (("epochs", config.distill_epochs),
+                                               ("max_samples", config.distill_samples)) if v is not None})
+    rows = variants(shop, config.bundles, config.rows)
+    probe, texts, classes = write_probe(shop.eval_data(), config.probe_images, run.work)
+    for i, variant in enumerate(rows, 1):
+        if run.row(variant.name) is not None:
+            log.info("bench [%d/%d] %s: kept from the earlier run", i, len(rows), variant.name)
+            continue
+        _measure(run, shop, variant, f"[{i}/{len(rows)}]", probe, texts, classes)
+    if config.scaling:
+        _scaling(run, probe, texts)
+    _plot(run, "accuracy_plot", "plot_accuracy_latency", run.results["rows"], run.out / ACCURACY_PLOT)
+    return run.results
+
+
+def _plot(run: _Run, key: str, function: str, data, path: Path) -> None:
+    """Draw one picture and record its path; a drawing failure is logged, never raised."""
+    try:
+        from vledge.bench import plots
+
+        drawn = getattr(plots, function)(data, path)
+    except Exception as exc:  # a missing matplotlib or a drawing error must not lose the measurements
+        log.warning("bench: %s not drawn: %s: %s", path.name, type(exc).__name__, exc)
+        return
+    if drawn:
+        run.results["files"][key] = str(drawn)
+    run.save()
+
+
+def _baseline(run: _Run, backend: str) -> None:
+    """The backend's own memory baseline, measured once, the first time a row runs on it."""
+    if backend not in BACKENDS or backend in run.results["baselines"]:
+        return
+    result_path = run.work / f"baseline-{backend}.json"
+    result, error = _run_worker(["--baseline", backend, str(result_path)], run.work / "logs" / f"baseline-{backend}.log",
+                                result_path, 300)
+    if result:
+        run.results["baselines"][backend] = result["baseline_mb"]
+    else:
+        log.warning("bench: no %s memory baseline: %s", backend, error)
+
+
+def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str], classes: list[str]):
+    config, notes, started = run.config, [], time.perf_counter()
+    log.info("bench %s %s: %s", step, variant.name, "building" if variant.build else "measuring")
+    status, result, facts, path = "ok", None, {}, variant.path
+    try:
+        path = variant.build() if variant.build else path
+    except Exception as exc:
+        status = f"error (build): {type(exc).__name__}: {str(exc)[:300]}"
+    if status == "ok":
+        facts = _static_facts(variant, Path(path), texts, notes)
+        job = {"name": variant.name, "path": str(path), "backend": variant.backend, "options": variant.options,
+               "threads": config.threads, "data": config.data, "data_dir": config.data_dir, "split": config.split,
+               "max_samples": config.max_samples, "probe": str(probe), "texts": texts, "classes": classes,
+               "reference": str(run.work / "teacher_embeddings.npz"), "save_reference": variant.name == TEACHER_TORCH,
+               "reps": config.reps.to_dict()}
+        slug = _slug(variant.name)
+        job_path, result_path = run.work / f"job-{slug}.json", run.work / f"result-{slug}.json"
+        job_path.write_text(json.dumps(job, indent=2))
+        result, error = _run_worker([str(job_path), str(result_path)], run.work / "logs" / f"{slug}.log", result_path,
+                                    config.row_timeout)
+        if error:
+            status = f"error (run): {error}"
+    if variant.role == "student" and shop.student_description:
+        run.results["student"] = shop.student_description
+    row = reports.flat_row(variant.name, variant.role, variant.precision, path, facts, result, status)
+    notes += (result or {}).get("notes", [])
+    if result:
+        _baseline(run, str(result.get("placement") or "").split(":")[0])
+        busy = max(result["load_average"]["start"][0], result["load_average"]["end"][0])
+        if busy > (os.cpu_count() or 1) + 0.5:
+            notes.append(f"the machine was busy (1-min load average up to {busy:.1f} on {os.cpu_count()} cores): "
+                         "latencies are not reliable; rerun on a quiet machine")
+    run.put(row, {"name": variant.name, "notes": notes, "result": result, "seconds": time.perf_counter() - started})
+    summary = status if status != "ok" else (
+        f"top-1 {row.get('top1') or float('nan'):.4f}, image b1 {row.get('image_b1_p50_ms') or float('nan'):.2f} ms, "
+        f"text b1 {row.get('text_b1_p50_ms') or float('nan'):.2f} ms, peak {row.get('peak_rss_mb') or float('nan'):.0f} MB")
+    log.info("bench %s %s: %s (%.0f s)", step, variant.name, summary, time.perf_counter() - started)
+
+
+def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
+    config = run.config
+    curves = {}
+    for name in SCALING_ROWS:
+        row = run.row(name)
+        if row is not None and row.get("status") == "ok":
+            curves[name] = ("torch" if name == TEACHER_TORCH else "openvino" if name == STUDENT_INT8_OV else "onnxruntime",
+                            row["path"])
+
+    def save(merged: dict) -> None:
+        run.results["scaling"] = merged
+        run.save()
+
+    merged = measure_scaling(curves, probe, texts, work=run.work, threads=config.threads,
+                             batches=config.scaling_batches, resolutions=config.scaling_resolutions,
+                             reps=config.scaling_reps, timeout=config.row_timeout, on_curve=save)
+    merged["errors"] += [f"{name}: no curve, its row did not run" for name in SCALING_ROWS if name not in curves]
+    save(merged)
+    _plot(run, "scaling_plot", "plot_scaling", merged, run.out / SCALING_PLOT)
+
+
+def measure_scaling(curves: dict[str, tuple[str, str]], probe: Path, texts: list[str], *, work: Path, threads: int,
+                    batches=BATCHES, resolutions=RESOLUTIONS, reps: Repetitions = SCALING_REPS,
+                    timeout: float = 1800.0, on_curve=None) -> dict:
+    """Latency against batch size and resolution for each ``{name: (kind, path)}`` (kind: "torch" for
+    a checkpoint, "onnxruntime" or "openvino" for a bundle), each curve in its own process.
+
+    Returns ``{"batch": {name: {"image"|"text": {batch: ms}}}, "resolution": {name: {side: ms}}, "errors": [...]}``;
+    ``on_curve(partial)`` is called after each curve.
+    """
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    merged = {"batch": {}, "resolution": {}, "errors": []}
+    for name, (kind, path) in curves.items():
+        log.info("bench: scaling curves of %s", name)
+        slug = f"scaling-{_slug(name)}"
+        job = {"kind": kind, "path": str(path), "threads": threads, "probe": str(probe), "texts": texts,
+               "batches": list(batches), "resolutions": list(resolutions), "reps": reps.to_dict()}
+        job_path, result_path = work / f"job-{slug}.json", work / f"result-{slug}.json"
+        job_path.write_text(json.dumps(job, indent=2))
+        result, error = _run_worker([str(job_path), str(result_path)], work / "logs" / f"{slug}.log", result_path,
+                                    timeout, module="vledge.bench.scaling")
+        if error:
+            merged["errors"].append(f"{name}: {error}")
+            continue
+        merged["batch"][name] = {"image": result["image"], "text": result["text"]}
+        merged["resolution"][name] = result["resolution"]
+        merged["errors"] += [f"{name}: {e}" for e in result["errors"]]
+        if on_curve:
+            on_curve(merged)
+    return merged

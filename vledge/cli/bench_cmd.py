@@ -1,0 +1,60 @@
+"""`vledge bench`: accuracy, latency, memory and size of the teacher and its compressed variants."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark the teacher, the student's FP32/INT8 variants and given bundles: table, CSV, JSON, plots",
+        description="Rows: teacher PyTorch FP32, teacher ONNX FP32, student FP32 and INT8 on ONNX Runtime and OpenVINO, "
+                    "then every BUNDLE. Each row runs in its own process; the report is rewritten after every row.",
+    )
+    p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="bundle folders to measure as they are")
+    p.add_argument("--teacher", required=True, help="the teacher checkpoint folder")
+    p.add_argument("--student", default=None,
+                   help="the FP32 student: a checkpoint folder, or a compress work folder (OUT.work); "
+                        "default: distil one with compress's distillation stage (kept in the work folder for reuse)")
+    p.add_argument("--rows", default=None,
+                   help="comma-separated built-in rows to measure (default: all): teacher-torch, teacher-onnx, "
+                        "student-fp32-ort, student-int8-ort, student-fp32-openvino, student-int8-openvino")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test", help="the split accuracy is measured on")
+    p.add_argument("--out", default="bench-report", help="report folder (results.json/.csv, report.md, PNG plots)")
+    p.add_argument("--work-dir", default=None, help="exported variants, the distilled student, logs (default: OUT/work)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime (default 2)")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N images (default: all)")
+    p.add_argument("--distill-epochs", type=int, default=None, help="when distilling the student: epochs")
+    p.add_argument("--distill-samples", type=int, default=None, help="when distilling the student: images per epoch")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the batch-size / resolution curves")
+    p.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not numbers to quote")
+    p.add_argument("--row-timeout", type=float, default=1800.0, help="seconds one row may take (default 1800)")
+    p.add_argument("--resume", action="store_true", help="keep the rows an earlier run in OUT finished")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from vledge.bench import BenchConfig, bench
+    from vledge.bench.measure import QUICK, Repetitions
+    from vledge.bench.report import markdown_table
+
+    config = BenchConfig(
+        teacher=args.teacher, bundles=list(args.bundles), data=args.data, data_dir=args.data_dir, split=args.split,
+        out=args.out, work_dir=args.work_dir, threads=args.threads, max_samples=args.max_samples,
+        student=args.student, rows=[r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None,
+        distill_epochs=args.distill_epochs, distill_samples=args.distill_samples,
+        scaling=args.scaling, reps=QUICK if args.quick else Repetitions(), row_timeout=args.row_timeout,
+        resume=args.resume,
+    )
+    results = bench(config)
+    print(markdown_table(results["rows"]))
+    if results.get("student"):
+        print(f"\nstudent: {results['student']}")
+    print("\ntargets:")
+    for target in results["targets"]:
+        print("  " + target["line"])
+    print("\nwritten: " + ", ".join(results["files"].values()))
+    failed = [r["name"] for r in results["rows"] if r.get("status") != "ok"]
+    if failed:
+        print(f"failed rows: {', '.join(failed)} (see their status and the logs in the work folder)")
+    return 0
