@@ -24,13 +24,7 @@ STUDENT = StudentSpec(
 FAST = dict(batch_size=128, lr=5e-3, val_fraction=0.2, num_threads=1, max_samples=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot slow them down as much."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

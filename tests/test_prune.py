@@ -47,13 +47,7 @@ def _outputs(model):
         return model.image_tower(*dummy_inputs(model, "image")), model.text_tower(*dummy_inputs(model, "text"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread; one keeps the suite fast when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ DEEP_TEXT = {**TINY_TEXT, "num_layers": 3}  # hidden 32, 2 heads of 16
 WIDE_VIT = {**TINY_IMAGE["vit"], "num_layers": 3}  # hidden 32, 2 heads of 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine cannot slow them down as much."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def teacher_with(image: dict, text: dict = DEEP_TEXT, seed: int = 0):

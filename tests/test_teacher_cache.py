@@ -25,12 +25,7 @@ FAST = DistillConfig(epochs=2, batch_size=128, patience=None, max_samples=None, 
 TEXTS = ["a photo of the digit one.", "a handwritten digit two.", "something never seen before"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
