@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

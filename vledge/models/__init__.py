@@ -34,8 +34,6 @@ def load_teacher(path: str | os.PathLike, *, adapter: str | os.PathLike | None =
 
 
 def _load_base(root: Path, allow_pickle: bool) -> DualEncoder:
-    from vledge.models import hf_clip
-
     config = read_json(root / CONFIG_FILE, "model config")
     model_type = config.get("model_type")
     if model_type == MODEL_TYPE:
