@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -18,9 +19,15 @@ def run_vledge(*args, timeout: float = 300, **popen) -> subprocess.CompletedProc
                           timeout=timeout, env=env, **popen)
 
 
+def _default_sigint() -> None:
+    # A shell's background jobs inherit SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # the child must see SIGINT as a user at a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_vledge(*args, **popen) -> subprocess.Popen:
     """``python -m vledge ARGS`` started in the background; stdout and stderr piped unless ``popen`` says otherwise."""
-    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "preexec_fn": _default_sigint, **popen}
     return subprocess.Popen([sys.executable, "-m", "vledge", *map(str, args)], env={**os.environ, **CHILD_ENV}, **options)
 
 
