@@ -63,6 +63,39 @@ def time_interleaved(calls: Sequence[Callable[[], object]], reps: Repetitions = 
     return times
 
 
+class BackgroundMeter:
+    """CPU cores used by *other* processes while a measurement ran: the machine's busy time (Linux
+    ``/proc/stat``) minus this process's own CPU time, over the wall time. A benchmark that shares
+    its cores reads slow, PyTorch's thread pool most of all (one busy neighbour on 2 cores made a
+    2-thread BERT tower 2.4x slower here); this says when a number was taken under such load.
+    None where ``/proc/stat`` is missing."""
+
+    def __enter__(self) -> "BackgroundMeter":
+        self.cores = None
+        self._start = (_machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        machine, own, wall = _machine_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+        if machine is not None and self._start[0] is not None and wall > self._start[2]:
+            others = (machine - self._start[0]) - (own - self._start[1])
+            self.cores = max(0.0, others / (wall - self._start[2]))
+
+
+def _machine_busy_seconds() -> float | None:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def latency_stats(seconds: Sequence[float], batch: int = 1) -> dict:
     """p50 / p95 / mean / min in milliseconds, the sample count, and items per second at ``batch``.
 

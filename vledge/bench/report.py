@@ -42,7 +42,7 @@ CSV_COLUMNS = (
     "image_b1_p50_ms", "image_b1_p95_ms", "image_b8_p50_ms", "image_b8_p95_ms",
     "text_b1_p50_ms", "text_b1_p95_ms", "text_b8_p50_ms", "text_b8_p95_ms", "images_per_s", "texts_per_s",
     "peak_rss_mb", "eval_peak_rss_mb", "size_mb", "params_m", "image_mmacs", "text_mmacs", "text_seq_len",
-    "classify_overhead_pct", "encode_text_overhead_pct", "load_s", "eval_n", "path",
+    "classify_overhead_pct", "encode_text_overhead_pct", "load_s", "eval_n", "background_cores", "path",
 )
 
 
@@ -68,6 +68,7 @@ def flat_row(name: str, role: str, precision: str, path, static: dict, result: d
     for key, column in (("classify_share", "classify_overhead_pct"), ("encode_text_share", "encode_text_overhead_pct")):
         row[column] = overhead[key] * 100 if key in overhead else None
     row["placement"] = result.get("placement")
+    row["background_cores"] = result.get("background_cores")
     row["load_s"] = result.get("load_s")
     row["text_seq_len"] = result.get("text_seq_len")
     if not row.get("precision") and result.get("precision"):
@@ -111,7 +112,7 @@ def markdown_report(results: dict) -> str:
         "",
         f"{results.get('started', '')}; {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
         f"{settings.get('threads')} threads per runtime; data {settings.get('data')}/{settings.get('split')} "
-        f"({settings.get('max_samples') or 'all'} images); latency: median / p95 of interleaved repetitions "
+        f"({settings.get('max_samples') or 'all'} images); latency: median / p95 of repeated calls, each tower and batch in its own block, "
         f"after warm-up ({settings.get('reps', {})}); throughput from the batch-8 mean.",
         "",
         markdown_table(results.get("rows", [])),

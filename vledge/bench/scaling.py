@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vledge.bench.measure import Repetitions, latency_stats, time_interleaved
+from vledge.bench.measure import BackgroundMeter, Repetitions, latency_stats, time_interleaved
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 RESOLUTIONS = (28, 56, 112, 224)
@@ -154,18 +154,20 @@ def _point(towers: _Towers, kind: str, batch: int, side: int | None, images, tex
 
 def sweep(towers: _Towers, images: list, texts: list[str], *, batches=BATCHES, resolutions=RESOLUTIONS,
           reps: Repetitions = SCALING_REPS) -> dict:
-    """``{"image"|"text": {batch: ms}, "resolution": {side: ms}, "errors": [...]}``, keys as strings
-    (as they read back from JSON); the resolution curve is at batch 1."""
+    """``{"image"|"text": {batch: ms}, "resolution": {side: ms}, "errors": [...], "background_cores": x}``,
+    keys as strings (as they read back from JSON); the resolution curve is at batch 1."""
     out = {"image": {}, "text": {}, "resolution": {}, "errors": []}
-    for kind in ("image", "text"):
-        for batch in batches:
-            ms = _point(towers, kind, batch, None, images, texts, reps, out["errors"])
+    with BackgroundMeter() as background:
+        for kind in ("image", "text"):
+            for batch in batches:
+                ms = _point(towers, kind, batch, None, images, texts, reps, out["errors"])
+                if ms is not None:
+                    out[kind][str(batch)] = ms
+        for side in resolutions:
+            ms = _point(towers, "image", 1, side, images, texts, reps, out["errors"])
             if ms is not None:
-                out[kind][str(batch)] = ms
-    for side in resolutions:
-        ms = _point(towers, "image", 1, side, images, texts, reps, out["errors"])
-        if ms is not None:
-            out["resolution"][str(side)] = ms
+                out["resolution"][str(side)] = ms
+    out["background_cores"] = background.cores
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vledge.bench.measure import Repetitions, latency_stats, peak_rss_mb, time_interleaved
+from vledge.bench.measure import BackgroundMeter, Repetitions, latency_stats, peak_rss_mb, time_interleaved
 
 BATCHES = (1, 8)
 
@@ -37,24 +37,27 @@ def _feeds(edge, kind: str, batch: int, pixels: np.ndarray, texts: list[str]) ->
     return {spec.name: a.astype(spec.dtype, copy=False) for spec, a in zip(specs, arrays)}
 
 
-def _latency(edge, pixels, texts, reps: Repetitions, notes: list[str]) -> tuple[dict, dict]:
-    """p50 / p95 / throughput of each tower at each batch size, and the feeds that worked."""
-    calls, keys, feeds = [], [], {}
-    for kind in ("image", "text"):
-        for batch in BATCHES:
-            key = f"{kind}_b{batch}"
-            try:
-                feed = _feeds(edge, kind, batch, pixels, texts)
-                edge.runtime.run(kind, feed)
-            except Exception as exc:  # a static-shape bundle cannot take every batch: note it, go on
-                notes.append(f"{key}: {type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            feeds[key] = feed
-            calls.append(lambda kind=kind, feed=feed: edge.runtime.run(kind, feed))
-            keys.append(key)
-    times = time_interleaved(calls, reps) if calls else []
-    stats = {key: latency_stats(t, int(key.rsplit("b", 1)[1])) for key, t in zip(keys, times)}
-    return stats, feeds
+def _latency(edge, pixels, texts, reps: Repetitions, notes: list[str]) -> tuple[dict, dict, float | None]:
+    """p50 / p95 / throughput of each tower at each batch size, the feeds that worked, and the CPU
+    cores other processes used meanwhile.
+
+    Each cell is timed in a block of its own: alternating batch sizes on one dynamic-shape model
+    made OpenVINO re-prepare its kernels on every call (4x slower at batch 1 than a steady stream).
+    """
+    stats, feeds = {}, {}
+    with BackgroundMeter() as background:
+        for kind in ("image", "text"):
+            for batch in BATCHES:
+                key = f"{kind}_b{batch}"
+                try:
+                    feed = _feeds(edge, kind, batch, pixels, texts)
+                    edge.runtime.run(kind, feed)
+                except Exception as exc:  # a static-shape bundle cannot take every batch: note it, go on
+                    notes.append(f"{key}: {type(exc).__name__}: {str(exc)[:200]}")
+                    continue
+                (times,) = time_interleaved([lambda kind=kind, feed=feed: edge.runtime.run(kind, feed)], reps)
+                stats[key], feeds[key] = latency_stats(times, batch), feed
+    return stats, feeds, background.cores
 
 
 def _overhead(edge, frame: np.ndarray, classes: list[str], feeds: dict, reps: Repetitions) -> dict:
@@ -137,7 +140,7 @@ def measure_row(job: dict) -> dict:
 
     pixels = preprocess(probe_images[:max(BATCHES)], edge.manifest.preprocess)
     texts = job["texts"]
-    latency, feeds = _latency(edge, pixels, texts, reps, notes)
+    latency, feeds, background = _latency(edge, pixels, texts, reps, notes)
     overhead = _overhead(edge, probe_images[0], job["classes"], feeds, reps)
     runtime_peak = peak_rss_mb()
     accuracy = _accuracy(edge, job)
@@ -147,6 +150,7 @@ def measure_row(job: dict) -> dict:
         "name": job["name"],
         "load_s": load_s,
         "latency": latency,
+        "background_cores": background,
         "text_seq_len": int(feeds["text_b1"][next(iter(feeds["text_b1"]))].shape[1]) if "text_b1" in feeds else None,
         "overhead": overhead,
         "memory": {"start_mb": start_mb, "runtime_peak_mb": runtime_peak, "total_peak_mb": peak_rss_mb()},
