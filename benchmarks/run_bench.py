@@ -19,7 +19,7 @@ DATA, SPLIT, MAX_SAMPLES = "fashion-mnist", "test", None  # None: all 10,000 tes
 OUT = "benchmarks/results"
 WORK_DIR = "runs/bench-work"  # exported variants, the student, logs: big, not committed
 THREADS = 2
-REPS = Repetitions(warmup=5, min_rounds=30, min_seconds=1.0, max_rounds=300, max_seconds=6.0)
+REPS = Repetitions(warmup=5, min_rounds=30, min_seconds=1.0, max_rounds=5000, max_seconds=6.0)
 SCALING = True
 RESUME = True  # keep rows a previous (interrupted) run finished
 

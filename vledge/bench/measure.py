@@ -25,7 +25,7 @@ class Repetitions:
     warmup: int = 5
     min_rounds: int = 30
     min_seconds: float = 1.0
-    max_rounds: int = 300
+    max_rounds: int = 5000
     max_seconds: float = 6.0
 
     def __post_init__(self):

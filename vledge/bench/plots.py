@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROLE_COLORS = {"teacher": "#d62728", "student": "#1f77b4", "bundle": "#2ca02c"}
 MAX_AREA = 1800.0  # points^2 of the largest marker
 MIN_AREA = 40.0
+# Where each point's number goes, cycled along the x axis so neighbours' numbers do not collide.
+OFFSETS = ((7, 7), (7, -14), (-14, 7), (-14, -14))
 
 
 def _pyplot():
@@ -26,40 +27,45 @@ def _area(size_mb: float, largest: float) -> float:
 def plot_accuracy_latency(rows: list[dict], path: str | Path, title: str = "") -> Path | None:
     """Zero-shot top-1 against batch-1 latency of each tower (log scale); marker area is file size.
 
-    Rows without top-1 or latency are left out; returns None when nothing is left to draw.
+    Each row has its own colour and number (the legend below names them), so points that sit on
+    top of each other stay apart. Rows without top-1 or latency are left out; returns None when
+    nothing is left to draw.
     """
     rows = [r for r in rows if r.get("status") == "ok" and r.get("top1") is not None]
-    panels = [(k, f"{k} tower, batch 1: median latency (ms, log scale)") for k in ("image", "text")
-              if any(r.get(f"{k}_b1_p50_ms") for r in rows)]
+    panels = [k for k in ("image", "text") if any(r.get(f"{k}_b1_p50_ms") for r in rows)]
     if not rows or not panels:
         return None
     plt = _pyplot()
+    colors = plt.get_cmap("tab10").colors
     largest = max((r.get("size_mb") or 0) for r in rows)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.6), sharey=True, squeeze=False)
-    for ax, (kind, label) in zip(axes[0], panels):
-        points = [r for r in rows if r.get(f"{kind}_b1_p50_ms")]
-        for i, r in enumerate(sorted(points, key=lambda r: r[f"{kind}_b1_p50_ms"])):
-            x, y = r[f"{kind}_b1_p50_ms"], r["top1"] * 100
-            ax.scatter(x, y, s=_area(r.get("size_mb") or 0, largest), color=ROLE_COLORS.get(r.get("role"), "gray"),
-                       alpha=0.55, edgecolors="black", linewidths=0.8, zorder=3)
-            ax.annotate(r["name"], (x, y), xytext=(8, 12 if i % 2 == 0 else -16), textcoords="offset points",
-                        fontsize=8.5, zorder=4)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.2), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], panels):
+        key = f"{kind}_b1_p50_ms"
+        points = sorted((i, r) for i, r in enumerate(rows) if r.get(key))
+        for rank, (i, r) in enumerate(sorted(points, key=lambda p: p[1][key])):
+            x, y = r[key], r["top1"] * 100
+            ax.scatter(x, y, s=_area(r.get("size_mb") or 0, largest), color=colors[i % len(colors)], alpha=0.5,
+                       edgecolors="black", linewidths=0.8, zorder=3)
+            ax.annotate(str(i + 1), (x, y), xytext=OFFSETS[rank % len(OFFSETS)], textcoords="offset points",
+                        fontsize=10, fontweight="bold", color=colors[i % len(colors)], zorder=4)
+        xs = [r[key] for _, r in points]
         ax.set_xscale("log")
-        ax.set_xlabel(label)
+        ax.set_xlim(min(xs) / 1.8, max(xs) * 1.8)
+        ax.set_xlabel(f"{kind} tower, batch 1: median latency (ms, log scale)")
         ax.grid(True, which="both", alpha=0.3)
-        xs = [r[f"{kind}_b1_p50_ms"] for r in points]
-        ax.set_xlim(min(xs) / 1.8, max(xs) * 2.5)
-    axes[0][0].set_ylabel("zero-shot top-1 (%)")
     ys = [r["top1"] * 100 for r in rows]
-    axes[0][0].set_ylim(min(ys) - max(1.0, 0.15 * (max(ys) - min(ys))), max(ys) + max(1.0, 0.15 * (max(ys) - min(ys))))
-    handles = [plt.scatter([], [], s=_area(mb, largest), color="gray", alpha=0.4, edgecolors="black", label=f"{mb:g} MB")
-               for mb in _size_marks(largest)]
-    handles += [plt.scatter([], [], s=60, color=c, alpha=0.6, label=role) for role, c in ROLE_COLORS.items()
-                if any(r.get("role") == role for r in rows)]
-    axes[0][-1].legend(handles=handles, loc="lower right", fontsize=8.5, labelspacing=1.3, borderpad=1.0,
-                       title="size (marker area) / role", title_fontsize=8.5)
-    fig.suptitle(title or "Accuracy against latency: up and left is better; marker area is file size")
-    fig.tight_layout()
+    pad = max(0.5, 0.15 * (max(ys) - min(ys)))
+    axes[0][0].set_ylim(min(ys) - pad, max(ys) + pad)
+    axes[0][0].set_ylabel("zero-shot top-1 (%)")
+    names = [plt.scatter([], [], s=60, color=colors[i % len(colors)], alpha=0.7, edgecolors="black",
+                         label=f"{i + 1}  {r['name']} ({(r.get('size_mb') or 0):.1f} MB)") for i, r in enumerate(rows)]
+    sizes = [plt.scatter([], [], s=_area(mb, largest), color="lightgray", edgecolors="black", label=f"{mb:g} MB")
+             for mb in _size_marks(largest)]
+    axes[0][0].legend(handles=sizes, loc="upper left", fontsize=9, title="marker area = file size", title_fontsize=9,
+                      labelspacing=2.2, borderpad=1.4, handletextpad=1.6, framealpha=0.9)
+    fig.legend(handles=names, loc="lower center", ncol=min(4, len(names)), fontsize=9, frameon=False)
+    fig.suptitle(title or "Accuracy against latency: up and to the left is better")
+    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 3) // 4) + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
@@ -70,8 +76,11 @@ def _size_marks(largest: float) -> list[float]:
     return marks[-3:] or [round(largest, 1)]
 
 
-def plot_scaling(scaling: dict, path: str | Path) -> Path | None:
-    """Latency against batch size (image and text towers) and against image resolution (batch 1)."""
+def plot_scaling(scaling: dict, path: str | Path, names: list[str] | None = None) -> Path | None:
+    """Latency against batch size (image and text towers) and against image resolution (batch 1).
+
+    ``names``: the table's row names, so that each curve has its row's colour in the accuracy plot.
+    """
     panels = []
     for kind in ("image", "text"):
         series = {label: cells.get(kind, {}) for label, cells in scaling.get("batch", {}).items() if cells.get(kind)}
@@ -83,12 +92,15 @@ def plot_scaling(scaling: dict, path: str | Path) -> Path | None:
     if not panels:
         return None
     plt = _pyplot()
+    colors = plt.get_cmap("tab10").colors
+    order = list(names or []) + sorted({label for series, _, _ in panels for label in series} - set(names or []))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
-    styles = ["o-", "s-", "^-", "D-", "v-", "P-"]
+    styles = ["o-", "s-", "^-", "D-", "v-", "P-", "X-"]
     for ax, (series, title, xlabel) in zip(axes[0], panels):
-        for i, (label, cells) in enumerate(sorted(series.items())):
+        for label in sorted(series, key=order.index):
+            i, cells = order.index(label), series[label]
             xs = sorted(int(x) for x in cells)
-            ax.plot(xs, [cells[str(x)] for x in xs], styles[i % len(styles)],
+            ax.plot(xs, [cells[str(x)] for x in xs], styles[i % len(styles)], color=colors[i % len(colors)],
                     label=label, markersize=5)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -112,8 +112,8 @@ def markdown_report(results: dict) -> str:
         "",
         f"{results.get('started', '')}; {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
         f"{settings.get('threads')} threads per runtime; data {settings.get('data')}/{settings.get('split')} "
-        f"({settings.get('max_samples') or 'all'} images); latency: median / p95 of repeated calls, each tower and batch in its own block, "
-        f"after warm-up ({settings.get('reps', {})}); throughput from the batch-8 mean.",
+        f"({settings.get('max_samples') or 'all'} images); latency: median / p95 of repeated calls after warm-up, "
+        f"each tower and batch in its own block ({settings.get('reps', {})}); throughput from the batch-8 mean.",
         "",
         markdown_table(results.get("rows", [])),
         "",

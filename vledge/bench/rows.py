@@ -129,8 +129,9 @@ class Workshop:
         config = self.config("cpu")
         teacher_id = stages.model_fingerprint(teacher)
         key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
-        log.info("bench: distilling the student (compress's distill stage, %d epochs of up to %s images); "
-                 "kept in %s for later runs", config.distill.epochs, config.distill.max_samples, self.work / "student")
+        log.info("bench: the student: reused from %s if an earlier run distilled it with these settings, else "
+                 "distilled now (compress's distill stage, %d epochs of up to %s images)", self.work / "student",
+                 config.distill.epochs, config.distill.max_samples)
         student, record, reused = stages.distilled_student(teacher, self.train_data(), config,
                                                            WorkDir(self.work / "student"), key)
         self.student_description = f"{record['summary']}{' (reused from an earlier run)' if reused else ''}"

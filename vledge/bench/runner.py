@@ -197,7 +197,8 @@ class _Run:
 
     def save(self) -> None:
         rows = {r["name"]: r for r in self.results["rows"]}
-        self.results["targets"] = [{**t.to_dict(), "line": t.line()} for t in evaluate_targets(rows, self.results["baselines"])]
+        targets = evaluate_targets(rows, self.results["baselines"])
+        self.results["targets"] = [{**t.to_dict(), "line": t.line()} for t in targets]
         self.results["files"].update({k: str(v) for k, v in reports.write_reports(self.out, self.results).items()})
 
 
@@ -226,12 +227,12 @@ def bench(config: BenchConfig) -> dict:
     return run.results
 
 
-def _plot(run: _Run, key: str, function: str, data, path: Path) -> None:
+def _plot(run: _Run, key: str, function: str, data, path: Path, *extra) -> None:
     """Draw one picture and record its path; a drawing failure is logged, never raised."""
     try:
         from vledge.bench import plots
 
-        drawn = getattr(plots, function)(data, path)
+        drawn = getattr(plots, function)(data, path, *extra)
     except Exception as exc:  # a missing matplotlib or a drawing error must not lose the measurements
         log.warning("bench: %s not drawn: %s: %s", path.name, type(exc).__name__, exc)
         return
@@ -245,12 +246,25 @@ def _baseline(run: _Run, backend: str) -> None:
     if backend not in BACKENDS or backend in run.results["baselines"]:
         return
     result_path = run.work / f"baseline-{backend}.json"
-    result, error = _run_worker(["--baseline", backend, str(result_path)], run.work / "logs" / f"baseline-{backend}.log",
-                                result_path, 300)
+    args = ["--baseline", backend, str(result_path)]
+    if backend == "onnxruntime":
+        args.append(str(_empty_onnx(run.work / "empty.onnx")))
+    result, error = _run_worker(args, run.work / "logs" / f"baseline-{backend}.log", result_path, 300)
     if result:
         run.results["baselines"][backend] = result["baseline_mb"]
     else:
         log.warning("bench: no %s memory baseline: %s", backend, error)
+
+
+def _empty_onnx(path: Path) -> Path:
+    """A one-node (Identity) ONNX graph: the session an ONNX Runtime baseline opens."""
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str], classes: list[str]):
@@ -336,7 +350,7 @@ def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
                              reps=config.scaling_reps, timeout=config.row_timeout, on_curve=save)
     merged["errors"] += [f"{name}: no curve, its row did not run" for name in SCALING_ROWS if name not in curves]
     save(merged)
-    _plot(run, "scaling_plot", "plot_scaling", merged, run.out / SCALING_PLOT)
+    _plot(run, "scaling_plot", "plot_scaling", merged, run.out / SCALING_PLOT, [r["name"] for r in run.results["rows"]])
 
 
 def measure_scaling(curves: dict[str, tuple[str, str]], probe: Path, texts: list[str], *, work: Path, threads: int,

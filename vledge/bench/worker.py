@@ -5,8 +5,8 @@ measures, in this order (peak memory only grows, so the runtime's peak is read b
 loads the data set): tower latency at batch 1 and 8, the Python-side share of batch-1 ``classify``,
 peak memory; then zero-shot accuracy and embedding cosine to the teacher.
 
-``python -m vledge.bench.worker --baseline BACKEND RESULT.json`` measures a backend's own baseline:
-the peak memory after importing it and opening a session on a one-node graph.
+``python -m vledge.bench.worker --baseline BACKEND RESULT.json [EMPTY.onnx]`` measures a backend's
+own baseline: the peak memory after the imports every row makes and a session on a one-node graph.
 
 Nothing here imports torch unless the row runs the PyTorch backend.
 """
@@ -164,20 +164,19 @@ def measure_row(job: dict) -> dict:
     }
 
 
-def measure_baseline(backend: str) -> dict:
-    """Peak memory after importing ``backend`` and opening a session on a one-node graph."""
-    import vledge.runtimes  # noqa: F401  the same imports a row makes before loading its bundle
+def measure_baseline(backend: str, empty_onnx: str | None = None) -> dict:
+    """Peak memory of what every row holds before its bundle's own files: Python, numpy, Pillow,
+    ``tokenizers`` and ``vledge.runtimes``, plus ``backend`` with a session on a one-node graph
+    (``empty_onnx``, written by the parent so that this process never imports ``onnx``)."""
+    import tokenizers  # noqa: F401  every bundle's text side needs it
+
+    import vledge.runtimes  # noqa: F401
 
     start = peak_rss_mb()
     if backend == "onnxruntime":
         import onnxruntime as ort
-        from onnx import TensorProto, helper
 
-        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(empty_onnx, providers=["CPUExecutionProvider"])
         session.run(None, {"x": np.zeros(1, np.float32)})
     elif backend == "openvino":
         import openvino as ov
@@ -199,8 +198,8 @@ def measure_baseline(backend: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--baseline"]:
-        result, out = measure_baseline(argv[1]), Path(argv[2])
+    if argv[:1] == ["--baseline"]:  # --baseline BACKEND RESULT [EMPTY.onnx]
+        result, out = measure_baseline(argv[1], *argv[3:]), Path(argv[2])
     else:
         job_path, out = Path(argv[0]), Path(argv[1])
         result = measure_row(json.loads(job_path.read_text()))
