@@ -20,6 +20,7 @@ OUT = "benchmarks/results"
 WORK_DIR = "runs/bench-work"  # exported variants, the student, logs: big, not committed
 THREADS = 2
 REPS = Repetitions(warmup=5, min_rounds=30, min_seconds=1.0, max_rounds=5000, max_seconds=6.0)
+REPEATS = 3  # fresh processes each row is timed in (median); one process alone varied by up to 50% here
 SCALING = True
 RESUME = True  # keep rows a previous (interrupted) run finished
 
@@ -27,6 +28,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     results = bench(BenchConfig(teacher=TEACHER, bundles=BUNDLES, student=STUDENT, data=DATA, split=SPLIT,
                                 max_samples=MAX_SAMPLES, out=OUT, work_dir=WORK_DIR, threads=THREADS, reps=REPS,
-                                scaling=SCALING, resume=RESUME))
+                                repeats=REPEATS, scaling=SCALING, resume=RESUME))
     print(markdown_table(results["rows"]))
     print("\n".join(t["line"] for t in results["targets"]))

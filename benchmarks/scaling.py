@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 from vledge.bench.plots import plot_scaling
-from vledge.bench.runner import measure_scaling, write_probe
+from vledge.bench.processes import measure_scaling
+from vledge.bench.runner import write_probe
 from vledge.bench.scaling import SCALING_REPS
 from vledge.data import load_dataset
 

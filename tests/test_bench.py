@@ -11,8 +11,9 @@ import pytest
 
 from bundles import build_bundle, tiny_model
 from vledge.bench import BenchConfig, bench
-from vledge.bench import runner
-from vledge.bench.measure import QUICK, Repetitions, count_macs, count_onnx_parameters, latency_stats, time_interleaved
+from vledge.bench import processes
+from vledge.bench.measure import (QUICK, Repetitions, combine_processes, count_macs, count_onnx_parameters,
+                                  latency_stats, time_interleaved)
 from vledge.bench.plots import plot_scaling
 from vledge.bench.report import markdown_table
 from vledge.bench.rows import STUDENT_FP32_ORT, STUDENT_INT8_ORT, TEACHER_TORCH
@@ -69,6 +70,18 @@ def test_mac_and_parameter_counts_on_a_known_graph(tmp_path):
     assert count_onnx_parameters(path) == 108 + 1280 + 15
 
 
+def test_a_row_timed_in_several_processes_keeps_the_median_of_each_figure():
+    def timed(p50, share):
+        cell = {"p50_ms": p50, "p95_ms": 2 * p50, "mean_ms": p50, "min_ms": p50 / 2, "items_per_s": 1000 / p50, "n": 10}
+        return {"latency": {"image_b1": cell, "text_b1": cell}, "overhead": {"classify_share": share}}
+
+    latency, overhead, spread = combine_processes([timed(1.0, 0.5), timed(3.0, 0.1), timed(2.0, 0.3)])
+    assert latency["image_b1"]["p50_ms"] == 2.0 and latency["image_b1"]["p95_ms"] == 4.0
+    assert latency["image_b1"]["items_per_s"] == 500.0 and latency["image_b1"]["n"] == 30
+    assert overhead == {"classify_share": 0.3}
+    assert spread["text_b1"] == pytest.approx(1.0)  # (3 - 1) / 2
+
+
 def _row(name, **values):
     return {"name": name, "status": "ok", **values}
 
@@ -116,13 +129,13 @@ def folders(tmp_path_factory):
 def _config(folders, out, **overrides):
     # retries=0: a row is timed once however busy the machine (retries have their own test)
     settings = dict(teacher=str(folders / "teacher"), rows=["teacher-onnx"], out=str(out), max_samples=32,
-                    probe_images=8, reps=QUICK, scaling=False, retries=0)
+                    probe_images=8, reps=QUICK, scaling=False, retries=0, repeats=1)
     return BenchConfig(**{**settings, **overrides})
 
 
 def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     bundles = [str(folders / "good"), str(folders / "missing"), str(folders / "broken")]
-    results = bench(_config(folders, tmp_path / "out", bundles=bundles))
+    results = bench(_config(folders, tmp_path / "out", bundles=bundles, repeats=2))
     by_name = {r["name"]: r for r in results["rows"]}
     assert list(by_name) == ["teacher ONNX FP32 (ORT)", "bundle good", "bundle missing", "bundle broken"]
     good = by_name["bundle good"]
@@ -135,6 +148,8 @@ def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     # The teacher's ONNX towers hold the same weights as the tiny model the good bundle was exported from.
     assert by_name["teacher ONNX FP32 (ORT)"]["top1"] == good["top1"]
     assert results["baselines"]["onnxruntime"] > 0
+    notes = {d["name"]: d["notes"] for d in results["details"]}
+    assert any(n.startswith("latencies: median of 2 processes") for n in notes["bundle good"])
 
     out = tmp_path / "out"
     saved = json.loads((out / "results.json").read_text())
@@ -167,7 +182,7 @@ def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsy
 
 def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_path, monkeypatch):
     shutil.copytree(folders / "good", tmp_path / "again")
-    real = runner._run_worker
+    real = processes.run_worker
     calls = []
 
     def interrupted_on_second_row(args, *rest, **kwargs):
@@ -177,14 +192,14 @@ def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_pa
                 raise KeyboardInterrupt
         return real(args, *rest, **kwargs)
 
-    monkeypatch.setattr(runner, "_run_worker", interrupted_on_second_row)
+    monkeypatch.setattr(processes, "run_worker", interrupted_on_second_row)
     config = _config(folders, tmp_path / "out", rows=[], bundles=[str(folders / "good"), str(tmp_path / "again")])
     with pytest.raises(KeyboardInterrupt):
         bench(config)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(r["name"], r["status"]) for r in saved["rows"]] == [("bundle good", "ok")]
 
-    monkeypatch.setattr(runner, "_run_worker", real)
+    monkeypatch.setattr(processes, "run_worker", real)
     resumed = bench(_config(folders, tmp_path / "out", rows=[], resume=True,
                             bundles=[str(folders / "good"), str(tmp_path / "again")]))
     assert [(r["name"], r["status"]) for r in resumed["rows"]] == [("bundle good", "ok"), ("bundle again", "ok")]
@@ -201,19 +216,17 @@ def test_plots_and_table_read_from_given_numbers(tmp_path):
 
 
 def test_a_row_timed_under_load_is_timed_again_and_the_quietest_attempt_kept(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
     answers = iter([({"background_cores": 1.2, "n": 1}, None), ({"background_cores": 0.6, "n": 2}, None),
                     ({"background_cores": 0.9, "n": 3}, None), ({"background_cores": 0.1, "n": 4}, None)])
-    monkeypatch.setattr(runner, "_run_worker", lambda *args, **kwargs: next(answers))
-    run = SimpleNamespace(config=SimpleNamespace(retries=2, row_timeout=10.0))
+    monkeypatch.setattr(processes, "run_worker", lambda *args, **kwargs: next(answers))
     notes = []
-    result, error = runner._quiet_attempt(run, "row", [], tmp_path / "log", tmp_path / "result", notes)
+    result, error = processes.timed_quietly("row", [], tmp_path / "log", tmp_path / "result", notes, retries=2,
+                                            timeout=10.0)
     assert (result["n"], error) == (2, None)
     assert notes == ["timed 3 times (CPU cores used by other processes: 1.20, 0.60, 0.90); kept the quietest",
                      "other processes used 0.60 CPU cores while this row was timed: its latencies read slow; "
                      "rerun on a quiet machine"]
     notes = []
-    assert runner._quiet_attempt(run, "row", [], tmp_path / "log", tmp_path / "result", notes) == (
-        {"background_cores": 0.1, "n": 4}, None)
+    assert processes.timed_quietly("row", [], tmp_path / "log", tmp_path / "result", notes, retries=2,
+                                   timeout=10.0) == ({"background_cores": 0.1, "n": 4}, None)
     assert notes == []

@@ -7,8 +7,8 @@ from pathlib import Path
 
 MAX_AREA = 1800.0  # points^2 of the largest marker
 MIN_AREA = 40.0
-# Where each point's number goes, cycled along the x axis so neighbours' numbers do not collide.
-OFFSETS = ((7, 7), (7, -14), (-14, 7), (-14, -14))
+# Where a point's number may go (points from the point), tried in order until it collides with none.
+OFFSETS = ((7, 7), (7, -14), (-14, 7), (-14, -14), (-4, 12), (-4, -20), (12, -4), (-20, -4))
 
 
 def _pyplot():
@@ -39,24 +39,24 @@ def plot_accuracy_latency(rows: list[dict], path: str | Path, title: str = "") -
     colors = plt.get_cmap("tab10").colors
     largest = max((r.get("size_mb") or 0) for r in rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6.2), sharey=True, squeeze=False)
-    for ax, kind in zip(axes[0], panels):
-        key = f"{kind}_b1_p50_ms"
-        points = sorted((i, r) for i, r in enumerate(rows) if r.get(key))
-        for rank, (i, r) in enumerate(sorted(points, key=lambda p: p[1][key])):
-            x, y = r[key], r["top1"] * 100
-            ax.scatter(x, y, s=_area(r.get("size_mb") or 0, largest), color=colors[i % len(colors)], alpha=0.5,
-                       edgecolors="black", linewidths=0.8, zorder=3)
-            ax.annotate(str(i + 1), (x, y), xytext=OFFSETS[rank % len(OFFSETS)], textcoords="offset points",
-                        fontsize=10, fontweight="bold", color=colors[i % len(colors)], zorder=4)
-        xs = [r[key] for _, r in points]
-        ax.set_xscale("log")
-        ax.set_xlim(min(xs) / 1.8, max(xs) * 1.8)
-        ax.set_xlabel(f"{kind} tower, batch 1: median latency (ms, log scale)")
-        ax.grid(True, which="both", alpha=0.3)
     ys = [r["top1"] * 100 for r in rows]
     pad = max(0.5, 0.15 * (max(ys) - min(ys)))
     axes[0][0].set_ylim(min(ys) - pad, max(ys) + pad)
     axes[0][0].set_ylabel("zero-shot top-1 (%)")
+    for ax, kind in zip(axes[0], panels):
+        key = f"{kind}_b1_p50_ms"
+        points = [(i, r) for i, r in enumerate(rows) if r.get(key)]
+        xs = [r[key] for _, r in points]
+        _log_axis(ax, min(xs) / 1.8, max(xs) * 1.8)
+        ax.set_xlabel(f"{kind} tower, batch 1: median latency (ms, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        placed: list[tuple[float, float]] = []
+        for i, r in points:
+            x, y = r[key], r["top1"] * 100
+            ax.scatter(x, y, s=_area(r.get("size_mb") or 0, largest), color=colors[i % len(colors)], alpha=0.5,
+                       edgecolors="black", linewidths=0.8, zorder=3)
+            ax.annotate(str(i + 1), (x, y), xytext=_free_offset(ax, x, y, placed), textcoords="offset points",
+                        fontsize=10, fontweight="bold", color=colors[i % len(colors)], zorder=4)
     names = [plt.scatter([], [], s=60, color=colors[i % len(colors)], alpha=0.7, edgecolors="black",
                          label=f"{i + 1}  {r['name']} ({(r.get('size_mb') or 0):.1f} MB)") for i, r in enumerate(rows)]
     sizes = [plt.scatter([], [], s=_area(mb, largest), color="lightgray", edgecolors="black", label=f"{mb:g} MB")
@@ -69,6 +69,29 @@ def plot_accuracy_latency(rows: list[dict], path: str | Path, title: str = "") -
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _log_axis(ax, low: float, high: float) -> None:
+    """A log x axis labelled with plain numbers (0.1, 0.2, 0.5, 1, 2, 5, ...), no crowded minor labels."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ticks = [m * 10.0**e for e in range(-3, 5) for m in (1, 2, 5) if low <= m * 10.0**e <= high]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _free_offset(ax, x: float, y: float, placed: list[tuple[float, float]]) -> tuple[int, int]:
+    """The first of ``OFFSETS`` whose label lands at least 14 px from every label placed so far."""
+    px, py = ax.transData.transform((x, y))
+    for dx, dy in OFFSETS:
+        spot = (px + dx * 120 / 72, py + dy * 120 / 72)  # points -> pixels at the saved 120 dpi
+        if all((spot[0] - a) ** 2 + (spot[1] - b) ** 2 >= 14**2 for a, b in placed):
+            placed.append(spot)
+            return dx, dy
+    placed.append((px + OFFSETS[0][0], py + OFFSETS[0][1]))
+    return OFFSETS[0]
 
 
 def _size_marks(largest: float) -> list[float]:

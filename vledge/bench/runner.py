@@ -7,9 +7,6 @@ import json
 import logging
 import os
 import platform
-import re
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vledge.bench import report as reports
+from vledge.bench import processes
 from vledge.bench.measure import Repetitions, count_macs, folder_bytes
 from vledge.bench.scaling import BATCHES, RESOLUTIONS, SCALING_REPS
 from vledge.bench.rows import (STUDENT_FP32_ORT, STUDENT_INT8_ORT, STUDENT_INT8_OV, TEACHER_ONNX, TEACHER_TORCH,
@@ -26,8 +24,6 @@ from vledge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "openvino", "torch")
-BUSY_CORES = 0.25  # CPU cores other processes may use while a row is timed before it is timed again
 ACCURACY_PLOT = "accuracy_latency.png"
 SCALING_PLOT = "scaling.png"
 # The scaling curves: the teacher in both runtimes and the student's shipped forms.
@@ -59,6 +55,7 @@ class BenchConfig:
     probe_images: int = 256
     row_timeout: float = 1800.0
     retries: int = 2  # times a row timed under background load is timed again
+    repeats: int = 3  # processes each row is timed in; latencies are the median across them
     resume: bool = False
     seed: int = 0
 
@@ -67,6 +64,8 @@ class BenchConfig:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be positive, got {self.max_samples}")
+        if self.repeats < 1 or self.retries < 0:
+            raise ConfigError(f"repeats must be at least 1 and retries at least 0, got {self.repeats}, {self.retries}")
         if self.probe_images < 8:
             raise ConfigError(f"probe_images must be at least 8 (batch-8 latency), got {self.probe_images}")
         if not Path(self.teacher).is_dir():
@@ -99,10 +98,6 @@ def machine_info(threads: int) -> dict:
             "cores": os.cpu_count(), "threads": threads, "load_average": os.getloadavg(), "versions": versions}
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def write_probe(data, n: int, work: Path) -> tuple[Path, list[str], list[str]]:
     """The first ``n`` images of the evaluation split as uint8 arrays (every row preprocesses them its
     own way), the prompts of every class and template, and the class names."""
@@ -114,23 +109,6 @@ def write_probe(data, n: int, work: Path) -> tuple[Path, list[str], list[str]]:
     classes = list(data.classes or [])
     texts = [t.format(c) for c in classes for t in data.templates] or [data.caption(i) for i in range(min(64, len(data)))]
     return path, texts, classes
-
-
-def _run_worker(args: list[str], log_path: Path, result_path: Path, timeout: float,
-                module: str = "vledge.bench.worker") -> tuple[dict | None, str | None]:
-    """Run ``python -m module *args``; its result, or why there is none (with the end of its log)."""
-    result_path.unlink(missing_ok=True)
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "w") as logfile:
-        try:
-            done = subprocess.run([sys.executable, "-m", module, *args], stdout=logfile,
-                                  stderr=subprocess.STDOUT, timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            return None, f"timed out after {timeout:.0f} s (log: {log_path})"
-    if done.returncode == 0 and result_path.is_file():
-        return json.loads(result_path.read_text()), None
-    tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
-    return None, f"exit {done.returncode}: {tail[0][:300] if tail else 'no output'} (log: {log_path})"
 
 
 def _static_facts(variant: Variant, path: Path, texts: list[str], notes: list[str]) -> dict:
@@ -241,32 +219,6 @@ def _plot(run: _Run, key: str, function: str, data, path: Path, *extra) -> None:
     run.save()
 
 
-def _baseline(run: _Run, backend: str) -> None:
-    """The backend's own memory baseline, measured once, the first time a row runs on it."""
-    if backend not in BACKENDS or backend in run.results["baselines"]:
-        return
-    result_path = run.work / f"baseline-{backend}.json"
-    args = ["--baseline", backend, str(result_path)]
-    if backend == "onnxruntime":
-        args.append(str(_empty_onnx(run.work / "empty.onnx")))
-    result, error = _run_worker(args, run.work / "logs" / f"baseline-{backend}.log", result_path, 300)
-    if result:
-        run.results["baselines"][backend] = result["baseline_mb"]
-    else:
-        log.warning("bench: no %s memory baseline: %s", backend, error)
-
-
-def _empty_onnx(path: Path) -> Path:
-    """A one-node (Identity) ONNX graph: the session an ONNX Runtime baseline opens."""
-    from onnx import TensorProto, helper, save
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str], classes: list[str]):
     config, notes, started = run.config, [], time.perf_counter()
     log.info("bench %s %s: %s", step, variant.name, "building" if variant.build else "measuring")
@@ -282,54 +234,31 @@ def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path
                "max_samples": config.max_samples, "probe": str(probe), "texts": texts, "classes": classes,
                "reference": str(run.work / "teacher_embeddings.npz"), "save_reference": variant.name == TEACHER_TORCH,
                "reps": config.reps.to_dict()}
-        slug = _slug(variant.name)
+        slug = processes.slug(variant.name)
         job_path, result_path = run.work / f"job-{slug}.json", run.work / f"result-{slug}.json"
         job_path.write_text(json.dumps(job, indent=2))
-        result, error = _quiet_attempt(run, variant.name, [str(job_path), str(result_path)],
-                                       run.work / "logs" / f"{slug}.log", result_path, notes)
+        result, error = processes.timed_quietly(variant.name, [str(job_path), str(result_path)],
+                                                run.work / "logs" / f"{slug}.log", result_path, notes,
+                                                retries=config.retries, timeout=config.row_timeout)
         if error:
             status = f"error (run): {error}"
+        elif config.repeats > 1:
+            result = processes.timed_in_processes(variant.name, job, run.work, result, notes, repeats=config.repeats,
+                                                  retries=config.retries, timeout=config.row_timeout)
     if variant.role == "student" and shop.student_description:
         run.results["student"] = shop.student_description
     row = reports.flat_row(variant.name, variant.role, variant.precision, path, facts, result, status)
     notes += (result or {}).get("notes", [])
-    if result:
-        _baseline(run, str(result.get("placement") or "").split(":")[0])
+    backend = str((result or {}).get("placement") or "").split(":")[0]
+    if backend in processes.BACKENDS and backend not in run.results["baselines"]:
+        baseline = processes.memory_baseline(backend, run.work)
+        if baseline is not None:
+            run.results["baselines"][backend] = baseline
     run.put(row, {"name": variant.name, "notes": notes, "result": result, "seconds": time.perf_counter() - started})
     summary = status if status != "ok" else (
         f"top-1 {row.get('top1') or float('nan'):.4f}, image b1 {row.get('image_b1_p50_ms') or float('nan'):.2f} ms, "
         f"text b1 {row.get('text_b1_p50_ms') or float('nan'):.2f} ms, peak {row.get('peak_rss_mb') or float('nan'):.0f} MB")
     log.info("bench %s %s: %s (%.0f s)", step, variant.name, summary, time.perf_counter() - started)
-
-
-def _quiet_attempt(run: _Run, name: str, args: list[str], log_path: Path, result_path: Path,
-                   notes: list[str]) -> tuple[dict | None, str | None]:
-    """Run a row's worker; while other processes used more than ``BUSY_CORES`` of the CPU during its
-    latency measurement, run it again (``config.retries`` times at most) and keep the attempt with
-    the least such load. The choice is made on the load, never on the latencies."""
-    attempts = []
-    for attempt in range(run.config.retries + 1):
-        result, error = _run_worker(args, log_path, result_path, run.config.row_timeout)
-        if error:
-            return (None, error) if not attempts else min(attempts, key=_load_of)
-        attempts.append((result, None))
-        if _load_of(attempts[-1]) <= BUSY_CORES:
-            break
-        log.info("bench: %s: other processes used %.2f CPU cores while it was timed; measuring again", name,
-                 _load_of(attempts[-1]))
-    best = min(attempts, key=_load_of)
-    loads = ", ".join(f"{_load_of(a):.2f}" for a in attempts)
-    if len(attempts) > 1:
-        notes.append(f"timed {len(attempts)} times (CPU cores used by other processes: {loads}); kept the quietest")
-    if _load_of(best) > BUSY_CORES:
-        notes.append(f"other processes used {_load_of(best):.2f} CPU cores while this row was timed: "
-                     "its latencies read slow; rerun on a quiet machine")
-    return best
-
-
-def _load_of(attempt) -> float:
-    background = attempt[0].get("background_cores")
-    return 0.0 if background is None else background
 
 
 def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
@@ -345,43 +274,9 @@ def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
         run.results["scaling"] = merged
         run.save()
 
-    merged = measure_scaling(curves, probe, texts, work=run.work, threads=config.threads,
+    merged = processes.measure_scaling(curves, probe, texts, work=run.work, threads=config.threads,
                              batches=config.scaling_batches, resolutions=config.scaling_resolutions,
                              reps=config.scaling_reps, timeout=config.row_timeout, on_curve=save)
     merged["errors"] += [f"{name}: no curve, its row did not run" for name in SCALING_ROWS if name not in curves]
     save(merged)
     _plot(run, "scaling_plot", "plot_scaling", merged, run.out / SCALING_PLOT, [r["name"] for r in run.results["rows"]])
-
-
-def measure_scaling(curves: dict[str, tuple[str, str]], probe: Path, texts: list[str], *, work: Path, threads: int,
-                    batches=BATCHES, resolutions=RESOLUTIONS, reps: Repetitions = SCALING_REPS,
-                    timeout: float = 1800.0, on_curve=None) -> dict:
-    """Latency against batch size and resolution for each ``{name: (kind, path)}`` (kind: "torch" for
-    a checkpoint, "onnxruntime" or "openvino" for a bundle), each curve in its own process.
-
-    Returns ``{"batch": {name: {"image"|"text": {batch: ms}}}, "resolution": {name: {side: ms}}, "errors": [...]}``;
-    ``on_curve(partial)`` is called after each curve.
-    """
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    merged = {"batch": {}, "resolution": {}, "errors": []}
-    for name, (kind, path) in curves.items():
-        log.info("bench: scaling curves of %s", name)
-        slug = f"scaling-{_slug(name)}"
-        job = {"kind": kind, "path": str(path), "threads": threads, "probe": str(probe), "texts": texts,
-               "batches": list(batches), "resolutions": list(resolutions), "reps": reps.to_dict()}
-        job_path, result_path = work / f"job-{slug}.json", work / f"result-{slug}.json"
-        job_path.write_text(json.dumps(job, indent=2))
-        result, error = _run_worker([str(job_path), str(result_path)], work / "logs" / f"{slug}.log", result_path,
-                                    timeout, module="vledge.bench.scaling")
-        if error:
-            merged["errors"].append(f"{name}: {error}")
-            continue
-        merged["batch"][name] = {"image": result["image"], "text": result["text"]}
-        merged["resolution"][name] = result["resolution"]
-        merged["errors"] += [f"{name}: {e}" for e in result["errors"]]
-        if (result.get("background_cores") or 0) > BUSY_CORES:
-            merged["errors"].append(f"{name}: other processes used {result['background_cores']:.2f} CPU cores "
-                                    "while its curves were timed; they read slow")
-        if on_curve:
-            on_curve(merged)
-    return merged

@@ -15,8 +15,9 @@ def add_parser(sub) -> None:
                    help="the FP32 student: a checkpoint folder, or a compress work folder (OUT.work); "
                         "default: distil one with compress's distillation stage (kept in the work folder for reuse)")
     p.add_argument("--rows", default=None,
-                   help="comma-separated built-in rows to measure (default: all): teacher-torch, teacher-onnx, "
-                        "student-fp32-ort, student-int8-ort, student-fp32-openvino, student-int8-openvino")
+                   help="comma-separated built-in rows to measure (default: all; 'none': only the BUNDLEs): "
+                        "teacher-torch, teacher-onnx, student-fp32-ort, student-int8-ort, student-fp32-openvino, "
+                        "student-int8-openvino")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", help="the split accuracy is measured on")
@@ -27,10 +28,19 @@ def add_parser(sub) -> None:
     p.add_argument("--distill-epochs", type=int, default=None, help="when distilling the student: epochs")
     p.add_argument("--distill-samples", type=int, default=None, help="when distilling the student: images per epoch")
     p.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the batch-size / resolution curves")
-    p.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not numbers to quote")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="fresh processes each row is timed in; latencies are their median (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="few repetitions, one process per row: a smoke test, not numbers to quote")
     p.add_argument("--row-timeout", type=float, default=1800.0, help="seconds one row may take (default 1800)")
     p.add_argument("--resume", action="store_true", help="keep the rows an earlier run in OUT finished")
     p.set_defaults(handler=run)
+
+
+def _rows(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [] if text.strip() == "none" else [r.strip() for r in text.split(",") if r.strip()]
 
 
 def run(args) -> int:
@@ -41,9 +51,10 @@ def run(args) -> int:
     config = BenchConfig(
         teacher=args.teacher, bundles=list(args.bundles), data=args.data, data_dir=args.data_dir, split=args.split,
         out=args.out, work_dir=args.work_dir, threads=args.threads, max_samples=args.max_samples,
-        student=args.student, rows=[r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None,
+        student=args.student, rows=_rows(args.rows),
         distill_epochs=args.distill_epochs, distill_samples=args.distill_samples,
         scaling=args.scaling, reps=QUICK if args.quick else Repetitions(), row_timeout=args.row_timeout,
+        repeats=1 if args.quick else args.repeats, retries=0 if args.quick else 2,
         resume=args.resume,
     )
     results = bench(config)
