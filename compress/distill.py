@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vledge.data.base import Batch, ImageTextDataset
+from vledge.configs import versioned_fields
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError, DataError
 from vledge.progress import progress_bar
@@ -121,15 +122,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":
-        data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(f"DistillConfig version {version!r} is not supported (this vledge reads {CONFIG_VERSION})")
-        known = cls.__dataclass_fields__
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"DistillConfig: unknown key {key!r}.{did_you_mean(key, known)} Known: {', '.join(known)}")
-        return cls(**data)
+        return cls(**versioned_fields(cls, data, CONFIG_VERSION))
 
 
 

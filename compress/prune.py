@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from vledge.models.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
+from vledge.configs import versioned_fields
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 
@@ -77,15 +78,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruneConfig":
-        data = dict(data)
-        version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(f"PruneConfig version {version!r} is not supported (this vledge reads {CONFIG_VERSION})")
-        known = cls.__dataclass_fields__
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"PruneConfig: unknown key {key!r}.{did_you_mean(key, known)} Known: {', '.join(known)}")
-        return cls(**data)
+        return cls(**versioned_fields(cls, data, CONFIG_VERSION))
 
 
 
