@@ -53,20 +53,20 @@ class Runtime(ABC):
 
     def input_shapes(self, kind: str) -> dict[str, list]:
         """Each input's shape as the tower runs it: ints for fixed axes, strings for dynamic ones."""
-        self._check_kind(kind)
+        self.check_kind(kind)
         return {t.name: list(t.shape) for t in self.manifest.towers[kind].inputs}
 
     def info(self) -> dict:
         return {"backend": self.name, "device": self.device, "options": self.options}
 
-    def _check_kind(self, kind: str) -> None:
+    def check_kind(self, kind: str) -> None:
         if kind not in self.manifest.towers:
             raise ConfigError(
                 f"this bundle has no {kind} tower (it has: {', '.join(sorted(self.manifest.towers))})"
             )
 
     def _tower_path(self, kind: str) -> Path:
-        self._check_kind(kind)
+        self.check_kind(kind)
         return safe_join(self.bundle_dir, self.manifest.towers[kind].file)
 
 

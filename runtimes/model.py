@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from vledge import __version__
 from vledge.bundle import BundleManifest, safe_join
 from vledge.errors import BundleError, ConfigError
-from vledge.images import ImageInput, preprocess
+from vledge.images import ImageInput, as_image_list, preprocess
 from vledge.runtimes.base import Runtime
 from vledge.text import TextTokenizer, fill_templates
 
@@ -56,15 +54,8 @@ def read_label_set(root: Path, manifest: BundleManifest) -> LabelSet | None:
     return LabelSet(list(names), embeddings.astype(np.float32), record.get("templates"))
 
 
-def _as_list(images) -> list:
-    single = isinstance(images, (str, os.PathLike, Image.Image))
-    if single or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
-        return [images]
-    return list(images)
-
-
 def l2_normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x / np.maximum(np.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
 
 
 class EdgeModel:
@@ -79,9 +70,14 @@ class EdgeModel:
         self.tokenizer = tokenizer
         self.label_set = label_set
         self._report = report
-        self._label_cache: dict[tuple, np.ndarray] = {}
+        # (labels, templates) as given -> (distinct names, logit_scale * label embeddings, transposed)
+        self._label_cache: dict[tuple, tuple[list[str], np.ndarray]] = {}
         self._cache_lock = threading.Lock()
         self._batch = {kind: self._static_batch(kind) for kind in self.manifest.towers}
+        self._feed_specs = {kind: [(t.name, np.dtype(t.dtype)) for t in tower.inputs]
+                            for kind, tower in self.manifest.towers.items()}
+        self._static_seq = "text" in self.manifest.towers and any(
+            isinstance(shape[-1], int) for shape in runtime.input_shapes("text").values())
 
     @property
     def embed_dim(self) -> int:
@@ -97,7 +93,7 @@ class EdgeModel:
 
     def encode_image(self, images: ImageInput | Sequence[ImageInput], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Embed images (PIL images, HWC/HW uint8 arrays or paths; one or many)."""
-        items = _as_list(images)
+        items = as_image_list(images)
         if not items:
             raise ConfigError("no images given")
         step = self._batch.get("image") or batch_size
@@ -113,16 +109,17 @@ class EdgeModel:
 
     def encode_text(self, texts: str | Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Embed texts (one string or many); texts longer than the tokenizer's max length are truncated."""
+        self.runtime.check_kind("text")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ConfigError("no texts given")
         step = self._batch.get("text") or batch_size
-        static_seq = any(isinstance(s[-1], int) for s in self.runtime.input_shapes("text").values())
-        chunks = [list(self.tokenizer(texts[i : i + step], pad_to_max=static_seq)) for i in range(0, len(texts), step)]
+        chunks = [list(self.tokenizer(texts[i : i + step], pad_to_max=self._static_seq))
+                  for i in range(0, len(texts), step)]
         return self._embed("text", chunks)
 
     def _embed(self, kind: str, chunks: list[list[np.ndarray]]) -> np.ndarray:
-        specs = self.manifest.towers[kind].inputs
+        specs = self._feed_specs[kind]
         static = self._batch.get(kind)
         out = []
         for arrays in chunks:
@@ -130,25 +127,15 @@ class EdgeModel:
             if static:
                 # Pad with copies of the last row: an all-padding row could give NaNs in attention.
                 arrays = [np.pad(a, [(0, static - n)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in arrays]
-            feeds = {spec.name: a.astype(spec.dtype, copy=False) for spec, a in zip(specs, arrays)}
+            feeds = {name: a.astype(dtype, copy=False) for (name, dtype), a in zip(specs, arrays)}
             out.append(self.runtime.run(kind, feeds)[:n])
-        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+        return l2_normalise(out[0] if len(out) == 1 else np.concatenate(out))
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """One normalised embedding per label: the mean over prompt templates (``"{}"``: the label as is)."""
-        prompts = fill_templates(labels, templates or ["{}"])
-        templates = list(templates or ["{}"])
-        key = (tuple(labels), tuple(templates))
-        cached = self._label_cache.get(key)
-        if cached is not None:
-            return cached
-        per_prompt = self.encode_text(prompts).reshape(len(labels), len(templates), -1)
-        embeddings = l2_normalise(per_prompt.mean(axis=1))
-        with self._cache_lock:
-            if len(self._label_cache) >= _CACHE_SIZE:
-                self._label_cache.pop(next(iter(self._label_cache)))
-            self._label_cache[key] = embeddings
-        return embeddings
+        prompts = fill_templates(labels, templates or ["{}"])  # validates the templates
+        per_prompt = self.encode_text(prompts).reshape(len(labels), len(prompts) // len(labels), -1)
+        return l2_normalise(per_prompt.mean(axis=1))
 
     def classify(
         self,
@@ -162,18 +149,35 @@ class EdgeModel:
         Probabilities are a softmax over ``logit_scale * cosine`` against every label. Without
         ``labels`` the bundle's compiled label set is used. Labels are turned into prompts with
         ``templates`` (default: the templates the compiled label set was made with, else the label
-        text as is); duplicate labels are dropped with a warning, keeping the first.
+        text as is); duplicate labels are dropped with a warning, keeping the first. The label
+        embeddings of the last few label lists are cached, so a stream of frames encodes them once.
         """
-        names, label_emb = self._resolve_labels(labels, templates)
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        logits = self.logit_scale * self.encode_image(images) @ label_emb.T
+        names, weights = self._label_weights(labels, templates)
+        logits = self.encode_image(images) @ weights
         logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
+        probs = np.exp(logits, out=logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        k = min(top_k, len(names))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+        order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, len(names))]
+        return [[(names[j], row[j]) for j in idx] for row, idx in zip(probs.tolist(), order.tolist())]
+
+    def _label_weights(self, labels, templates) -> tuple[list[str], np.ndarray]:
+        try:
+            key = (None if labels is None else tuple(labels), None if templates is None else tuple(templates))
+            cached = self._label_cache.get(key)
+        except TypeError:  # unhashable entries: _resolve_labels names the problem
+            key, cached = None, None
+        if cached is not None:
+            return cached
+        names, embeddings = self._resolve_labels(labels, templates)
+        resolved = (names, np.ascontiguousarray((self.logit_scale * embeddings).T, dtype=np.float32))
+        if key is not None:
+            with self._cache_lock:
+                if len(self._label_cache) >= _CACHE_SIZE:
+                    self._label_cache.pop(next(iter(self._label_cache)))
+                self._label_cache[key] = resolved
+        return resolved
 
     def _resolve_labels(self, labels, templates) -> tuple[list[str], np.ndarray]:
         compiled = self.label_set

@@ -86,7 +86,7 @@ class OnnxRuntime(Runtime):
             raise BundleError(f"ONNX Runtime cannot open {path.name}: {type(exc).__name__}: {exc}") from None
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        self._check_kind(kind)
+        self.check_kind(kind)
         return as_float32(self._sessions[kind].run(None, feeds)[0])
 
     def info(self) -> dict:

@@ -69,7 +69,7 @@ class OpenVinoRuntime(Runtime):
         return fixed
 
     def input_shapes(self, kind: str) -> dict[str, list]:
-        self._check_kind(kind)
+        self.check_kind(kind)
         shapes = {}
         for port in self._compiled[kind].inputs:
             shape = port.get_partial_shape()
@@ -85,7 +85,7 @@ class OpenVinoRuntime(Runtime):
         return requests[kind]
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        self._check_kind(kind)
+        self.check_kind(kind)
         request = self._request(kind)
         request.infer(feeds)
         # The output tensor's memory is reused by the next inference: copy it out.

@@ -91,7 +91,7 @@ class TorchRuntime(Runtime):
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        self._check_kind(kind)
+        self.check_kind(kind)
         names = [t.name for t in self.manifest.towers[kind].inputs]
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in names]
         tower = self.model.image_tower if kind == "image" else self.model.text_tower

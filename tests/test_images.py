@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vledge.errors import ImageDecodeError
-from vledge.images import PreprocessSpec, open_image, preprocess, preprocess_uint8_batch
+from vledge.images import PreprocessSpec, open_image, preprocess, preprocess_uint8_batch, resize_and_crop
 
 datasets = pytest.importorskip("sklearn.datasets")
 
@@ -49,16 +49,30 @@ def test_preprocess_accepts_paths_pil_and_arrays_alike(photos, tmp_path):
     assert preprocess([path, photos["flower"]], spec).shape == (2, 3, 48, 48)
 
 
-def test_uint8_batch_fast_path_equals_preprocess(photos):
+def _through_pillow(frames, spec):
+    """The slow path written out: Pillow decode, resize and crop, then ``(x / 255 - mean) / std`` per pixel."""
+    crops = np.stack([resize_and_crop(open_image(f), spec) for f in frames]).astype(np.float32) * np.float32(1 / 255)
+    x = (crops - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return x.transpose(0, 3, 1, 2)
+
+
+def test_frames_at_size_skip_pillow_with_identical_values(photos):
     spec = PreprocessSpec(image_size=32)
     tiles = np.stack([photos["china"][:32, :32], photos["flower"][100:132, 200:232]])
-    np.testing.assert_allclose(preprocess_uint8_batch(tiles, spec), preprocess(list(tiles), spec), atol=1e-6)
-    gray = tiles[..., 0]
-    out = preprocess_uint8_batch(gray, spec)
-    assert out.shape == (2, 3, 32, 32)
-    # the gray channel repeated: the same values in every channel before normalisation
-    red, green = (out[:, c] * spec.std[c] + spec.mean[c] for c in (0, 1))
-    np.testing.assert_allclose(red, green, atol=1e-6)
+    for frames in (tiles, tiles[..., 0], tiles[..., :1]):  # RGB, HW grayscale, HW1 grayscale
+        expected = _through_pillow(frames, spec)
+        np.testing.assert_array_equal(preprocess(list(frames), spec), expected)
+        np.testing.assert_array_equal(preprocess(frames[0], spec), expected[:1])
+        np.testing.assert_array_equal(preprocess_uint8_batch(frames, spec), expected)
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every level once
+    np.testing.assert_array_equal(preprocess(levels, PreprocessSpec(16)), _through_pillow([levels], PreprocessSpec(16)))
+
+
+def test_frames_not_at_size_are_resized(photos):
+    tiles = np.stack([photos["china"][:40, :40], photos["flower"][100:140, 200:240]])
+    for spec in (PreprocessSpec(image_size=32), PreprocessSpec(image_size=40, resize_to=44)):
+        np.testing.assert_array_equal(preprocess_uint8_batch(tiles, spec), _through_pillow(tiles, spec))
+        np.testing.assert_array_equal(preprocess_uint8_batch(tiles[..., 1], spec), _through_pillow(tiles[..., 1], spec))
 
 
 # --- decoding: files that are broken, unusual or dangerous

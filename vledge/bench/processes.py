@@ -99,10 +99,10 @@ def timed_in_processes(name: str, job: dict, work: Path, first: dict, notes: lis
             "background_cores": max(_load_of((r, None)) for r in results)}
 
 
-def memory_baseline(backend: str, work: Path) -> float | None:
+def memory_baseline(backend: str, work: Path, probe: Path) -> float | None:
     """A backend's own memory baseline in MB (see ``worker.measure_baseline``), or None if it failed."""
     result_path = work / f"baseline-{backend}.json"
-    args = ["--baseline", backend, str(result_path)]
+    args = ["--baseline", backend, str(result_path), str(probe)]
     if backend == "onnxruntime":
         args.append(str(_empty_onnx(work / "empty.onnx")))
     result, error = run_worker(args, work / "logs" / f"baseline-{backend}.log", result_path, 300)

@@ -251,7 +251,7 @@ def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path
     notes += (result or {}).get("notes", [])
     backend = str((result or {}).get("placement") or "").split(":")[0]
     if backend in processes.BACKENDS and backend not in run.results["baselines"]:
-        baseline = processes.memory_baseline(backend, run.work)
+        baseline = processes.memory_baseline(backend, run.work, probe)
         if baseline is not None:
             run.results["baselines"][backend] = baseline
     run.put(row, {"name": variant.name, "notes": notes, "result": result, "seconds": time.perf_counter() - started})

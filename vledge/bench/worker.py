@@ -5,8 +5,9 @@ measures, in this order (peak memory only grows, so the runtime's peak is read b
 loads the data set): tower latency at batch 1 and 8, the Python-side share of batch-1 ``classify``,
 peak memory; then zero-shot accuracy and embedding cosine to the teacher.
 
-``python -m vledge.bench.worker --baseline BACKEND RESULT.json [EMPTY.onnx]`` measures a backend's
-own baseline: the peak memory after the imports every row makes and a session on a one-node graph.
+``python -m vledge.bench.worker --baseline BACKEND RESULT.json PROBE.npz [EMPTY.onnx]`` measures a
+backend's own baseline: the peak memory after what every row does before loading its bundle (imports,
+reading the probe images) and a session on a one-node graph.
 
 Nothing here imports torch unless the row runs the PyTorch backend.
 """
@@ -134,8 +135,7 @@ def measure_row(job: dict) -> dict:
     t = time.perf_counter()
     edge = vledge.load(job["path"], backend=job.get("backend"), threads=job["threads"], **job.get("options", {}))
     load_s = time.perf_counter() - t
-    probe = np.load(job["probe"])
-    probe_images = [probe[k] for k in sorted(probe.files, key=lambda k: int(k.split("_")[1]))]
+    probe_images = _read_probe(job["probe"])
     from vledge.images import preprocess
 
     pixels = preprocess(probe_images[:max(BATCHES)], edge.manifest.preprocess)
@@ -165,15 +165,21 @@ def measure_row(job: dict) -> dict:
     }
 
 
-def measure_baseline(backend: str, empty_onnx: str | None = None) -> dict:
+def _read_probe(path: str) -> list[np.ndarray]:
+    probe = np.load(path)
+    return [probe[k] for k in sorted(probe.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def measure_baseline(backend: str, probe: str, empty_onnx: str | None = None) -> dict:
     """Peak memory of what every row holds before its bundle's own files: Python, numpy, Pillow,
-    ``tokenizers`` and ``vledge.runtimes``, plus ``backend`` with a session on a one-node graph
-    (``empty_onnx``, written by the parent so that this process never imports ``onnx``)."""
+    ``tokenizers`` and ``vledge.runtimes``, the probe images, plus ``backend`` with a session on a
+    one-node graph (``empty_onnx``, written by the parent so that this process never imports ``onnx``)."""
     import tokenizers  # noqa: F401  every bundle's text side needs it
 
     import vledge.runtimes  # noqa: F401
 
     start = peak_rss_mb()
+    probe_images = _read_probe(probe)
     if backend == "onnxruntime":
         import onnxruntime as ort
 
@@ -195,11 +201,11 @@ def measure_baseline(backend: str, empty_onnx: str | None = None) -> dict:
         torch.nn.Linear(1, 1)(torch.zeros(1, 1))
     else:
         raise ValueError(f"unknown backend {backend!r}")
-    return {"backend": backend, "start_mb": start, "baseline_mb": peak_rss_mb()}
+    return {"backend": backend, "start_mb": start, "baseline_mb": peak_rss_mb(), "probe_images": len(probe_images)}
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--baseline"]:  # --baseline BACKEND RESULT [EMPTY.onnx]
+    if argv[:1] == ["--baseline"]:  # --baseline BACKEND RESULT PROBE [EMPTY.onnx]
         result, out = measure_baseline(argv[1], *argv[3:]), Path(argv[2])
     else:
         job_path, out = Path(argv[0]), Path(argv[1])
