@@ -6,6 +6,7 @@ a device never sees half a bundle. No torch here.
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import json
 import logging
@@ -76,7 +77,8 @@ def write_bundle(
         raise ConfigError(f"a bundle holds an 'image' and/or a 'text' tower, got {sorted(towers)}")
     _check_destination(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         copied = {kind: _copy_tower(kind, spec, files, staging) for kind, (spec, files) in towers.items()}
         tokenizer.save(staging)
@@ -101,6 +103,25 @@ def write_bundle(
         raise
     log.info("bundle written to %s (%d files)", out, len(manifest.files) + 1)
     return out
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging folders of ``out`` left by writers that were killed (their process is gone)."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.tmp-*-*"):
+        pid = folder.name[len(out.name) + 6 :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            log.info("removing %s, left by an interrupted bundle write", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process
+        return True
+    return True
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:

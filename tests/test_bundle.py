@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,6 +52,19 @@ def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch, failure):
     with pytest.raises(type(failure)):
         build_bundle(tmp_path / "bundle")
     assert siblings(tmp_path) == []
+
+
+def test_staging_left_by_a_killed_writer_is_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".bundle.tmp-{dead.pid}-x1y2"
+    running = tmp_path / f".bundle.tmp-{os.getpid()}-a1b2"  # a live writer: not ours to remove
+    other = tmp_path / f".photos.tmp-{dead.pid}-c3d4"  # staging of another destination
+    for folder in (stale, running, other):
+        folder.mkdir()
+        (folder / "image_encoder.onnx").write_bytes(b"partial")
+    build_bundle(tmp_path / "bundle")
+    assert siblings(tmp_path) == sorted([running.name, other.name, "bundle"])
 
 
 def test_existing_bundle_is_refused_without_overwrite(bundle):

@@ -188,7 +188,7 @@ def test_full_disk_while_writing_the_bundle_keeps_the_work_and_resume_finishes(t
         return copy(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "copyfile", copy_until_full)
-    with pytest.raises(OutputError, match=rf"cannot write {tmp_path}/\.out\.tmp-\w+/image_encoder.onnx \(No space left "
+    with pytest.raises(OutputError, match=rf"cannot write {tmp_path}/\.out\.tmp-[\w-]+/image_encoder.onnx \(No space left "
                                           rf"on device\); finished stages are kept in {out}.work: .* --resume"):
         compress(teacher, out=out, config=config)
     assert leftovers(out) == ["out.work"]  # no bundle, no staging folder; the distilled student kept
