@@ -81,7 +81,7 @@ def init_from_env(backend: str | None = None) -> bool:
     dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
     atexit.register(shutdown)
     if rank() != 0:
-        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("vledge").setLevel(logging.WARNING)  # one process reports progress
     log.info("data parallel: %d processes, %s backend", world, backend)
     return True
 
