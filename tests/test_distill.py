@@ -159,6 +159,31 @@ def test_teacher_forward_can_be_replaced(teacher, fashion):
     assert calls == [100] + [128, 128, 128, 16] * 2
 
 
+def test_a_cnn_student_trains_channels_last_and_is_given_back_contiguous(teacher, fashion):
+    student = student_for(teacher)
+    conv = next(m for m in student.image_tower.modules() if isinstance(m, torch.nn.Conv2d))
+    layouts = []
+
+    def watching(batch, texts):
+        layouts.append(conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous())
+        return teacher_embeddings(teacher, batch, texts)
+
+    distill(student, teacher, Subset(fashion, range(300)), DistillConfig(epochs=1, patience=None, **FAST),
+            teacher_forward=watching)
+    assert layouts[1:] == [True, True]  # the training steps (the first call: the held-out split, before them)
+    assert all(p.is_contiguous() for p in student.parameters())  # safetensors refuses strided tensors
+
+
+def test_the_same_prompts_are_tokenized_once_for_all_training_steps(teacher, fashion, monkeypatch):
+    student, calls = student_for(teacher), []
+    tokenize = student.tokenize
+    monkeypatch.setattr(student, "tokenize", lambda texts: calls.append(len(texts)) or tokenize(texts))
+    distill(student, teacher, Subset(fashion, range(500)), DistillConfig(epochs=2, patience=None, **FAST))
+    # The 60 prompts (10 classes x 6 templates) once for the 8 training steps; the held-out scoring (before
+    # training and after each epoch) tokenizes the prompts and its one batch's 50 captions each time.
+    assert calls == [60, 50] + [60] + [60, 50] * 2
+
+
 class Captioned(ImageTextDataset):
     """Fashion-MNIST images with free-text captions and no class names."""
 

@@ -36,7 +36,6 @@ WORKER = """
 import json, sys
 sys.path.insert(0, {tests!r})
 import test_distributed as t
-t.use_fixed_tokenizer({tokenizer!r})
 from vledge.cli import main
 code = main(["train", "--config", {config!r}, "--out", {out!r}])
 report, student, _ = t.distill_tiny({cache!r}, {teacher_tokenizer!r})
@@ -48,18 +47,6 @@ if distributed.is_main():
         json.dump(report.history, fh)
 sys.exit(code)
 """
-
-
-def use_fixed_tokenizer(path: str) -> None:
-    """Training a WordPiece vocabulary is not reproducible from process to process: compare runs on one."""
-    import vledge.text
-    from tokenizers import Tokenizer
-
-    def fixed(texts, vocab_size=2000, max_length=32):
-        backend = Tokenizer.from_file(path)
-        return vledge.text.TextTokenizer(backend, vledge.text.TokenizerSpec("wordpiece", max_length, backend.token_to_id("[PAD]")))
-
-    vledge.text.build_wordpiece = fixed
 
 
 def tiny_teacher(tokenizer_path: str):
@@ -131,16 +118,11 @@ def test_torchrun_environment_without_a_rendezvous_is_a_named_error(monkeypatch)
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """`torchrun --nproc_per_node 2 -m vledge train` and a distillation, on gloo, in one launch."""
-    from vledge.data import load_dataset
-    from vledge.text import build_wordpiece
-
     root = tmp_path_factory.mktemp("ddp")
-    data = load_dataset("digits")
-    build_wordpiece([t.format(c) for c in data.classes for t in data.templates], 120, 12).backend.save(str(root / "tok.json"))
     (root / "train.json").write_text(json.dumps(TRAIN))
     tiny_tokenizer().backend.save(str(root / "teacher_tok.json"))
     script = root / "worker.py"
-    script.write_text(WORKER.format(tests=str(TESTS), tokenizer=str(root / "tok.json"), config=str(root / "train.json"),
+    script.write_text(WORKER.format(tests=str(TESTS), config=str(root / "train.json"),
                                     out=str(root / "two"), cache=str(root / "cache"),
                                     teacher_tokenizer=str(root / "teacher_tok.json")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -157,16 +139,12 @@ def keep_threads():
     torch.set_num_threads(before)
 
 
-def test_two_processes_train_the_model_one_process_trains(two_processes, tmp_path, monkeypatch):
+def test_two_processes_train_the_model_one_process_trains(two_processes, tmp_path):
     from vledge.models import load_teacher
     from vledge.train.config import TrainConfig
     from vledge.train.loop import train
 
-    import vledge.text
-
     root, run = two_processes
-    monkeypatch.setattr(vledge.text, "build_wordpiece", vledge.text.build_wordpiece)  # undone after the test
-    use_fixed_tokenizer(str(root / "tok.json"))
     one = train(TrainConfig(**TRAIN), tmp_path / "one", progress=False)
     two = json.loads(run.stdout[run.stdout.index("{"):])
     assert two["best_val"] == pytest.approx(one.best_val_top1, abs=1e-9)

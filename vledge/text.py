@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -102,20 +103,82 @@ def fill_templates(names: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000, max_length: int = 32) -> TextTokenizer:
-    """Train a lower-cased BERT-style WordPiece tokenizer on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """Train a lower-cased BERT-style WordPiece tokenizer on ``texts``.
+
+    The same texts give the same vocabulary in every process: the `tokenizers` trainer breaks ties between
+    equally frequent merges in hash-map order, which changes from run to run, so the merges are learned here
+    (the same algorithm: BPE merges over words, ``##`` marking a word's inner pieces, ties to the lowest ids).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=specials, min_frequency=1, show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            words[word] = words.get(word, 0) + 1
+    tok = Tokenizer(models.WordPiece(_wordpiece_vocab(words, specials, vocab_size), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
+    tok.add_special_tokens(specials)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     return TextTokenizer(tok, TokenizerSpec("wordpiece", max_length, tok.token_to_id("[PAD]")))
+
+
+def _wordpiece_vocab(words: dict[str, int], specials: list[str], vocab_size: int) -> dict[str, int]:
+    """Token -> id: the specials, every character, every ``##`` inner character, then the most frequent
+    merge of two adjacent pieces (ties: the lowest pair of ids) until ``vocab_size`` or nothing is left."""
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in sorted({c for word in words for c in word}):
+        vocab.setdefault(char, len(vocab))
+    for char in sorted({c for word in words for c in word[1:]}):
+        vocab.setdefault("##" + char, len(vocab))
+    tokens = sorted(vocab, key=vocab.get)
+    pieces = [[vocab[w[0]]] + [vocab["##" + c] for c in w[1:]] for w in words]
+    counts = list(words.values())
+    pairs: dict[tuple[int, int], int] = {}
+    holders: dict[tuple[int, int], set[int]] = {}
+
+    def count_pairs(w: int, sign: int) -> set[tuple[int, int]]:
+        """Add (sign +1) or take away (-1) the adjacent pairs of word ``w``; the pairs it holds."""
+        held = set(zip(pieces[w], pieces[w][1:]))
+        for pair in zip(pieces[w], pieces[w][1:]):
+            pairs[pair] = pairs.get(pair, 0) + sign * counts[w]
+        for pair in held:
+            if sign > 0:
+                holders.setdefault(pair, set()).add(w)
+            else:
+                holders[pair].discard(w)
+        return held
+
+    for w in range(len(pieces)):
+        count_pairs(w, +1)
+    heap = [(-n, pair) for pair, n in pairs.items()]
+    heapq.heapify(heap)
+    while heap and len(vocab) < vocab_size:
+        n, (a, b) = heapq.heappop(heap)
+        if -n != pairs[(a, b)]:
+            continue  # an outdated entry: the pair's current count was pushed when it changed
+        right = tokens[b][2:] if tokens[b].startswith("##") else tokens[b]
+        if tokens[a] + right not in vocab:
+            vocab[tokens[a] + right] = len(vocab)
+            tokens.append(tokens[a] + right)
+        merged, changed = vocab[tokens[a] + right], set()
+        for w in sorted(holders[(a, b)]):
+            changed |= count_pairs(w, -1)
+            out, i = [], 0
+            while i < len(pieces[w]):
+                if i + 1 < len(pieces[w]) and (pieces[w][i], pieces[w][i + 1]) == (a, b):
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(pieces[w][i])
+                    i += 1
+            pieces[w] = out
+            changed |= count_pairs(w, +1)
+        for pair in sorted(changed):
+            if pairs[pair] > 0:
+                heapq.heappush(heap, (-pairs[pair], pair))
+    return vocab

@@ -48,11 +48,8 @@ def data_statistics(data: ImageTextDataset, image_size: int, n: int = 1000, seed
 
 
 def new_model(config: TrainConfig, data: ImageTextDataset):
-    """A fresh dual encoder with a WordPiece tokenizer trained on the data's captions and class prompts.
-
-    Under torchrun rank 0 trains the tokenizer and the others take it: training one is not reproducible
-    from process to process.
-    """
+    """A fresh dual encoder with a WordPiece tokenizer trained on the data's captions and class prompts
+    (the same vocabulary in every process, so every torchrun rank builds its own)."""
     from vledge.models.factory import build_dual_encoder
     from vledge.text import build_wordpiece
 
@@ -61,11 +58,7 @@ def new_model(config: TrainConfig, data: ImageTextDataset):
         texts += [data.caption(i) for i in range(len(data))]
     if not texts:
         raise ConfigError(f"{data.describe()} has neither captions nor class names to train a text tower on")
-    tokenizer = None
-    if distributed.is_main():
-        tokenizer = build_wordpiece(texts, vocab_size=config.vocab_size, max_length=config.max_length)
-    if distributed.is_distributed():
-        tokenizer = _shared_tokenizer(tokenizer, config)
+    tokenizer = build_wordpiece(texts, vocab_size=config.vocab_size, max_length=config.max_length)
     if config.mean is None or config.std is None:
         mean, std = data_statistics(data, config.image_size, seed=config.seed)
     else:
@@ -75,18 +68,6 @@ def new_model(config: TrainConfig, data: ImageTextDataset):
         config.image_tower, config.text_tower, embed_dim=config.embed_dim, tokenizer=tokenizer,
         preprocess=PreprocessSpec(image_size=config.image_size, mean=mean, std=std), labels=labels,
     )
-
-
-def _shared_tokenizer(tokenizer, config: TrainConfig):
-    from tokenizers import Tokenizer
-
-    from vledge.text import TextTokenizer, TokenizerSpec
-
-    text = distributed.broadcast_text(tokenizer.backend.to_str() if tokenizer is not None else None)
-    if tokenizer is not None:
-        return tokenizer
-    backend = Tokenizer.from_str(text)
-    return TextTokenizer(backend, TokenizerSpec("wordpiece", config.max_length, backend.token_to_id("[PAD]")))
 
 
 def _augment(pixels: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
