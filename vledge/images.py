@@ -159,7 +159,11 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         return np.take(table, pixels.reshape(h, w), axis=1)[None]
     out = np.empty((n, 3, h, w), dtype=np.float32)
     for c in range(3):
-        out[:, c] = table[c][pixels.reshape(n, h, w) if gray else pixels[..., c]]
+        channel = pixels.reshape(n, h, w) if gray else pixels[..., c]
+        if n == 1:  # a contiguous target: look up straight into it ("clip": no bounds buffer; uint8 fits)
+            np.take(table[c], channel[0], out=out[0, c], mode="clip")
+        else:
+            out[:, c] = table[c][channel]
     return out
 
 

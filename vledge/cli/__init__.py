@@ -27,10 +27,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # vledge's own progress at INFO; other libraries only warn (ONNX Runtime's quantizer logs a line per
-    # tensor at INFO through the root logger).
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("vledge").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if not logging.getLogger().handlers:  # a program that calls main() keeps its own logging set-up
+        # vledge's own progress at INFO; other libraries only warn (ONNX Runtime's quantizer logs a line
+        # per tensor at INFO through the root logger).
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
+        logging.getLogger("vledge").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except VledgeError as exc:
