@@ -20,7 +20,7 @@ OUT = "benchmarks/results"
 WORK_DIR = "runs/bench-work"  # exported variants, the student, logs: big, not committed
 THREADS = 2
 REPS = Repetitions(warmup=5, min_rounds=30, min_seconds=1.0, max_rounds=5000, max_seconds=6.0)
-REPEATS = 3  # fresh processes each row is timed in (median); one process alone varied by up to 50% here
+REPEATS = 5  # fresh processes each row is timed in (median); one process alone varied by up to 50% here
 SCALING = True
 RESUME = True  # keep rows a previous (interrupted) run finished
 
