@@ -12,7 +12,7 @@ from pathlib import Path
 from vledge.compress.distill import DistillConfig
 from vledge.compress.prune import PruneConfig
 from vledge.compress.quantize import QuantizeConfig
-from vledge.registry import did_you_mean
+from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
 from vledge.targets import get_target
 
@@ -71,14 +71,7 @@ class CompressConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CompressConfig":
-        data = dict(data)
-        if data.pop("version", CONFIG_VERSION) != CONFIG_VERSION:
-            raise ConfigError(f"compress config version is not supported (this vledge reads {CONFIG_VERSION})")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                hint = did_you_mean(key, known)
-                raise ConfigError(f"unknown compress config key {key!r}.{hint}")
+        data = versioned_fields(cls, data, CONFIG_VERSION)
         parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig, "quantize": QuantizeConfig}
         for key, kind in parsers.items():
             if isinstance(data.get(key), dict):

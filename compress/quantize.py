@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from vledge.bundle import TensorSpec, TowerSpec
+from vledge.configs import versioned_fields
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 from vledge.registry import Registry
@@ -59,7 +60,6 @@ class QuantizeConfig:
     ort_cpu_format: dict[str, str] = field(default_factory=lambda: {"image": "auto", "text": "auto"})
     cpu_preset: str = "auto"
     weights_only: bool = False
-    version: int = CONFIG_VERSION
 
     def __post_init__(self):
         where = "QuantizeConfig"
@@ -87,25 +87,16 @@ class QuantizeConfig:
         for kind, fmt in self.ort_cpu_format.items():
             _check_choice(f"{where}.ort_cpu_format[{kind!r}]", fmt, ORT_CPU_FORMATS)
         _check_choice(f"{where}.cpu_preset", self.cpu_preset, CPU_PRESETS)
-        if self.version != CONFIG_VERSION:
-            raise ConfigError(
-                f"{where} version {self.version!r} is not supported (this vledge reads version {CONFIG_VERSION})"
-            )
 
     def op_types(self, kind: str) -> list[str] | None:
         return self.image_op_types if kind == "image" else self.text_op_types
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantizeConfig":
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                hint = did_you_mean(key, known)
-                raise ConfigError(f"unknown QuantizeConfig field {key!r}.{hint} Known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**versioned_fields(cls, data, CONFIG_VERSION))
 
 
 def _check_choice(where: str, value, choices: tuple[str, ...]) -> None:

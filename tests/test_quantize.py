@@ -208,7 +208,7 @@ def test_quantize_config_validation_messages(kwargs, message):
 
 
 def test_quantize_config_rejects_unknown_fields_with_a_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown QuantizeConfig field 'per_chanel'\. Did you mean 'per_channel'\?"):
+    with pytest.raises(ConfigError, match=r"QuantizeConfig: unknown key 'per_chanel'\. Did you mean 'per_channel'\?"):
         QuantizeConfig.from_dict({"per_chanel": True})
 
 

@@ -31,8 +31,10 @@ def test_train_config_round_trips_and_validates(tmp_path):
     assert TrainConfig.from_file(path) == config
     with pytest.raises(ConfigError, match="batch_size must be at least 2"):
         TrainConfig(batch_size=1)
-    with pytest.raises(ConfigError, match="unknown training config keys: learning_rate"):
+    with pytest.raises(ConfigError, match="TrainConfig: unknown key 'learning_rate'. Known: data, data_dir"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="TrainConfig version 2 is not supported"):
+        TrainConfig.from_dict({**config.to_dict(), "version": 2})
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
+
+CONFIG_VERSION = 1
 
 DEMO_IMAGE_TOWER = {"arch": "resnet18", "stem": "small"}
 DEMO_TEXT_TOWER = {"arch": "bert", "hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
@@ -67,15 +70,11 @@ class TrainConfig:
                 setattr(self, name, tuple(float(v) for v in value))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"version": CONFIG_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**versioned_fields(cls, data, CONFIG_VERSION))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
