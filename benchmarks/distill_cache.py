@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vledge.compress.distill import DistillConfig, distill, split_indices, teacher_embeddings
+from vledge.compress.distill import DistillConfig, TeacherOutputs, distill, split_indices
 from vledge.compress.students import build_student, default_student
 from vledge.compress.teacher_cache import TeacherCache
 from vledge.data import load_dataset
@@ -104,7 +104,7 @@ if __name__ == "__main__":
         # What distill runs when given no teacher_forward, timed; alternated with warm-cache epochs.
         without, with_cache = [], []
         for _ in range(ROUNDS):
-            without.append(one_epoch(teacher, data, config, lambda batch, texts: teacher_embeddings(teacher, batch, texts)))
+            without.append(one_epoch(teacher, data, config, TeacherOutputs(teacher)))
             warm = TeacherCache(cache_dir, teacher, data, spec=student.preprocess, batch_size=BATCH_SIZE)  # from disk
             with_cache.append({**one_epoch(teacher, data, config, warm), "cache": warm.stats.to_dict()})
         cache_bytes = sum(p.stat().st_size for p in Path(cache_dir).rglob("*") if p.is_file())

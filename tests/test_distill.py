@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tiny_models import tiny_dual_encoder
-from vledge.compress.distill import DistillConfig, DistillReport, distill, teacher_embeddings
+from vledge.compress.distill import DistillConfig, DistillReport, TeacherOutputs, distill, teacher_embeddings
 from vledge.compress.students import StudentSpec, build_student
 from vledge.data.base import ImageTextDataset, Subset
 from vledge.errors import ConfigError, DataError
@@ -157,6 +157,30 @@ def test_teacher_forward_can_be_replaced(teacher, fashion):
     distill(student_for(teacher), teacher, data, DistillConfig(epochs=2, patience=None, **FAST), teacher_forward=counting)
     # 100 held-out images once, then 400 training images per epoch in batches of 128 (the last of 16).
     assert calls == [100] + [128, 128, 128, 16] * 2
+
+
+def test_without_a_cache_the_teacher_encodes_the_class_prompts_once(teacher, fashion, monkeypatch):
+    encoded = []
+    encode_text = teacher.encode_text
+    monkeypatch.setattr(teacher, "encode_text", lambda ids, mask: encoded.append(len(ids)) or encode_text(ids, mask))
+    images = []
+    encode_image = teacher.encode_image
+    monkeypatch.setattr(teacher, "encode_image", lambda pixels: images.append(len(pixels)) or encode_image(pixels))
+    data = Subset(fashion, range(500))
+    distill(student_for(teacher), teacher, data, DistillConfig(epochs=2, patience=None, **FAST))
+    assert encoded == [len(fashion.classes) * len(fashion.templates)]  # the prompts, once: every caption here is one
+    assert images == [100] + [128, 128, 128, 16] * 2  # the images of every batch, every epoch
+
+
+def test_teacher_outputs_match_the_teacher_on_new_and_known_texts(teacher, fashion):
+    batch = fashion.batch(range(4), teacher.preprocess)
+    outputs = TeacherOutputs(teacher)
+    outputs.encode_texts(["a photo of a bag.", "a photo of a coat."])
+    texts = ["a photo of a coat.", "a red bag", "a photo of a bag.", "a red bag"]
+    images, embeds = outputs(batch, texts)
+    want_images, want_texts = teacher_embeddings(teacher, batch, texts)
+    assert torch.allclose(images, want_images, atol=1e-6) and torch.allclose(embeds, want_texts, atol=1e-5)
+    assert set(outputs.known) == {"a photo of a bag.", "a photo of a coat."}  # other texts are not kept
 
 
 def test_a_cnn_student_trains_channels_last_and_is_given_back_contiguous(teacher, fashion):
