@@ -155,13 +155,6 @@ class DistillReport:
         )
 
 
-def teacher_embeddings(teacher, batch: Batch, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen teacher's normalised embeddings of one batch: its images, and ``texts``."""
-    with torch.no_grad():
-        pixels = torch.from_numpy(batch.pixels).to(teacher.device())
-        return teacher.encode_image(pixels), teacher.encode_text(*teacher.tokenize(texts))
-
-
 class TeacherOutputs:
     """What ``distill`` runs when no cache is given: the teacher on every batch's images, and on the texts it
     has not seen. The class prompts (``encode_texts``, once) come back at every step: their embeddings are

@@ -228,7 +228,7 @@ class TeacherCache:
     # --- the TeacherForward interface
 
     def __call__(self, batch: Batch, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The teacher's embeddings of ``batch``'s images and of ``texts``, as :func:`teacher_embeddings` gives."""
+        """The teacher's embeddings of ``batch``'s images and of ``texts``, as :class:`~vledge.compress.distill.TeacherOutputs` gives."""
         return torch.from_numpy(self.images(batch)), self.encode_texts(texts)
 
     def images(self, batch: Batch) -> np.ndarray:

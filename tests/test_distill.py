@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tiny_models import tiny_dual_encoder
-from vledge.compress.distill import DistillConfig, DistillReport, TeacherOutputs, distill, teacher_embeddings
+from tiny_models import teacher_reference, tiny_dual_encoder
+from vledge.compress.distill import DistillConfig, DistillReport, TeacherOutputs, distill
 from vledge.compress.students import StudentSpec, build_student
 from vledge.data.base import ImageTextDataset, Subset
 from vledge.errors import ConfigError, DataError
@@ -147,11 +147,11 @@ def test_max_samples_caps_training_images(teacher, fashion):
 
 
 def test_teacher_forward_can_be_replaced(teacher, fashion):
-    calls = []
+    calls, outputs = [], TeacherOutputs(teacher)
 
     def counting(batch, texts):
         calls.append(len(batch.indices))
-        return teacher_embeddings(teacher, batch, texts)
+        return outputs(batch, texts)
 
     data = Subset(fashion, range(500))
     distill(student_for(teacher), teacher, data, DistillConfig(epochs=2, patience=None, **FAST), teacher_forward=counting)
@@ -178,7 +178,7 @@ def test_teacher_outputs_match_the_teacher_on_new_and_known_texts(teacher, fashi
     outputs.encode_texts(["a photo of a bag.", "a photo of a coat."])
     texts = ["a photo of a coat.", "a red bag", "a photo of a bag.", "a red bag"]
     images, embeds = outputs(batch, texts)
-    want_images, want_texts = teacher_embeddings(teacher, batch, texts)
+    want_images, want_texts = teacher_reference(teacher, batch, texts)
     assert torch.allclose(images, want_images, atol=1e-6) and torch.allclose(embeds, want_texts, atol=1e-5)
     assert set(outputs.known) == {"a photo of a bag.", "a photo of a coat."}  # other texts are not kept
 
@@ -186,11 +186,11 @@ def test_teacher_outputs_match_the_teacher_on_new_and_known_texts(teacher, fashi
 def test_a_cnn_student_trains_channels_last_and_is_given_back_contiguous(teacher, fashion):
     student = student_for(teacher)
     conv = next(m for m in student.image_tower.modules() if isinstance(m, torch.nn.Conv2d))
-    layouts = []
+    layouts, outputs = [], TeacherOutputs(teacher)
 
     def watching(batch, texts):
         layouts.append(conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous())
-        return teacher_embeddings(teacher, batch, texts)
+        return outputs(batch, texts)
 
     distill(student, teacher, Subset(fashion, range(300)), DistillConfig(epochs=1, patience=None, **FAST),
             teacher_forward=watching)

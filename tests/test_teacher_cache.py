@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_models import tiny_dual_encoder
+from tiny_models import teacher_reference, tiny_dual_encoder
 from vledge.compress import teacher_cache
-from vledge.compress.distill import DistillConfig, distill, teacher_embeddings
+from vledge.compress.distill import DistillConfig, distill
 from vledge.compress.students import StudentSpec, build_student
 from vledge.compress.teacher_cache import TeacherCache
 from vledge.data import load_dataset
@@ -65,7 +65,7 @@ def test_the_cache_holds_the_teachers_embeddings_in_shards(tmp_path, teacher, di
     assert (stats.images_computed, stats.texts_computed, stats.image_hits) == (len(digits), 40, 0)  # 10 classes x 4 templates
     batch = digits.batch(np.arange(250, 300), teacher.preprocess)  # across the first two shards
     images, texts = cache(batch, TEXTS)
-    want_images, want_texts = teacher_embeddings(teacher, batch, TEXTS)
+    want_images, want_texts = teacher_reference(teacher, batch, TEXTS)
     assert torch.allclose(images, want_images, atol=1e-6) and torch.allclose(texts, want_texts, atol=1e-6)
     files = sorted(p.name for p in cache.folder.iterdir())
     assert files == ["cache.json"] + [f"images-{i:05d}.safetensors" for i in range(6)] + ["texts.safetensors"]

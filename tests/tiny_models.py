@@ -31,3 +31,9 @@ def tiny_dual_encoder(image: str = "vit", seed: int = 0, embed_dim: int = 16):
         preprocess=TINY_PREPROCESS, labels={"classes": list(CLASSES), "templates": list(DEFAULT_TEMPLATES)},
     )
     return model.eval()
+
+
+def teacher_reference(teacher, batch, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's embeddings of a batch's images and of ``texts``, computed directly: what caches must equal."""
+    with torch.no_grad():
+        return teacher.encode_image(torch.from_numpy(batch.pixels)), teacher.encode_text(*teacher.tokenize(texts))
