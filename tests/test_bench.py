@@ -206,6 +206,26 @@ def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_pa
     assert resumed["rows"][0]["image_b1_p50_ms"] == saved["rows"][0]["image_b1_p50_ms"]  # kept, not measured again
 
 
+def test_repeat_timings_go_round_the_rows_and_each_row_keeps_its_median(folders, tmp_path, monkeypatch):
+    shutil.copytree(folders / "good", tmp_path / "again")
+    real = processes.run_worker
+    timed = []
+
+    def recording(args, *rest, **kwargs):
+        if "--baseline" not in args:
+            timed.append(json.loads(open(args[0]).read())["name"])
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(processes, "run_worker", recording)
+    results = bench(_config(folders, tmp_path / "out", rows=[], repeats=3,
+                            bundles=[str(folders / "good"), str(tmp_path / "again")]))
+    assert timed == ["bundle good", "bundle again"] * 3  # rounds, not one row's repeats back to back
+    assert [r["name"] for r in results["rows"]] == ["bundle good", "bundle again"]
+    for detail in results["details"]:
+        assert detail["result"]["processes"] == 3
+        assert sum(n.startswith("latencies: median of 3 processes") for n in detail["notes"]) == 1
+
+
 def test_plots_and_table_read_from_given_numbers(tmp_path):
     scaling = {"batch": {"student INT8 (ORT)": {"image": {"1": 0.5, "8": 2.0}, "text": {"1": 0.3, "8": 1.0}}},
                "resolution": {"student INT8 (ORT)": {"28": 0.5, "56": 1.5}}, "errors": []}

@@ -76,27 +76,33 @@ def _load_of(attempt) -> float:
     return 0.0 if background is None else background
 
 
-def timed_in_processes(name: str, job: dict, work: Path, first: dict, notes: list[str], *, repeats: int,
-                       retries: int, timeout: float) -> dict:
-    """Time the row in ``repeats - 1`` more processes (accuracy is not measured again) and keep the
-    median of every latency and overhead figure across all of them, ``first`` included."""
-    stem = f"{slug(name)}-timing"
-    job_path, result_path = work / f"job-{stem}.json", work / f"result-{stem}.json"
+def timing_job(name: str, job: dict, work: Path) -> Path:
+    """Write the job of a row's timing-only repeats (accuracy is not measured again); its path."""
+    job_path = work / f"job-{slug(name)}-timing.json"
     job_path.write_text(json.dumps({**job, "timing_only": True, "save_reference": False}, indent=2))
-    results = [first]
-    for repeat in range(1, repeats):
-        log.info("bench: %s: timing again in a fresh process (%d of %d)", name, repeat + 1, repeats)
-        result, error = timed_quietly(name, [str(job_path), str(result_path)], work / "logs" / f"{stem}.log",
-                                      result_path, notes, retries=retries, timeout=timeout)
-        if error:
-            notes.append(f"timing repeat {repeat + 1} failed, kept {len(results)}: {error}")
-            break
-        results.append(result)
+    return job_path
+
+
+def time_again(name: str, job_path: Path, work: Path, notes: list[str], *, retries: int, timeout: float) -> dict | None:
+    """Time a row once more in a fresh process (``timing_job``); None, with a note, if that fails."""
+    stem = job_path.stem.removeprefix("job-")
+    result, error = timed_quietly(name, [str(job_path), str(work / f"result-{stem}.json")],
+                                  work / "logs" / f"{stem}.log", work / f"result-{stem}.json", notes,
+                                  retries=retries, timeout=timeout)
+    if error:
+        notes.append(f"a timing repeat failed: {error}")
+        return None
+    return result
+
+
+def combined(results: list[dict]) -> tuple[dict, str]:
+    """One row timed in several processes (the first measured accuracy too): the median of every latency and
+    overhead figure across them, and a note on how many there were and how far their p50s spread."""
     latency, overhead, spread = combine_processes(results)
     worst = max(spread.values(), default=0.0)
-    notes.append(f"latencies: median of {len(results)} processes; p50 spread between processes up to {worst:.0%}")
-    return {**first, "latency": latency, "overhead": overhead, "processes": len(results), "p50_spread": spread,
-            "background_cores": max(_load_of((r, None)) for r in results)}
+    note = f"latencies: median of {len(results)} processes; p50 spread between processes up to {worst:.0%}"
+    return {**results[0], "latency": latency, "overhead": overhead, "processes": len(results), "p50_spread": spread,
+            "background_cores": max(_load_of((r, None)) for r in results)}, note
 
 
 def memory_baseline(backend: str, work: Path, probe: Path) -> float | None:

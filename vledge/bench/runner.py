@@ -169,8 +169,11 @@ class _Run:
         return next((r for r in self.results["rows"] if r["name"] == name), None)
 
     def put(self, row: dict, detail: dict) -> None:
+        """Add a row, or replace the one of the same name where it stands."""
         for key, item in (("rows", row), ("details", detail)):
-            self.results[key] = [r for r in self.results[key] if r["name"] != item["name"]] + [item]
+            entries = self.results[key]
+            at = next((i for i, r in enumerate(entries) if r["name"] == item["name"]), len(entries))
+            entries[at : at + 1] = [item]
         self.save()
 
     def save(self) -> None:
@@ -194,11 +197,15 @@ def bench(config: BenchConfig) -> dict:
                                                ("max_samples", config.distill_samples)) if v is not None})
     rows = variants(shop, config.bundles, config.rows)
     probe, texts, classes = write_probe(shop.eval_data(), config.probe_images, run.work)
+    timing: list[_Timing] = []
     for i, variant in enumerate(rows, 1):
         if run.row(variant.name) is not None:
             log.info("bench [%d/%d] %s: kept from the earlier run", i, len(rows), variant.name)
             continue
-        _measure(run, shop, variant, f"[{i}/{len(rows)}]", probe, texts, classes)
+        measured = _measure(run, shop, variant, f"[{i}/{len(rows)}]", probe, texts, classes)
+        if measured is not None:
+            timing.append(measured)
+    _time_in_rounds(run, timing)
     if config.scaling:
         _scaling(run, probe, texts)
     _plot(run, "accuracy_plot", "plot_accuracy_latency", run.results["rows"], run.out / ACCURACY_PLOT)
@@ -219,10 +226,27 @@ def _plot(run: _Run, key: str, function: str, data, path: Path, *extra) -> None:
     run.save()
 
 
-def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str], classes: list[str]):
+@dataclass
+class _Timing:
+    """A measured row and the processes it has been timed in so far: what rebuilds its row."""
+
+    variant: Variant
+    path: Path
+    facts: dict
+    job_path: Path
+    notes: list[str]
+    results: list[dict]
+    seconds: float
+    failed: bool = False
+
+
+def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str],
+             classes: list[str]) -> _Timing | None:
+    """Build the variant and measure it in one process; its row is saved at once. Returns what the timing
+    rounds need, or None when the row failed."""
     config, notes, started = run.config, [], time.perf_counter()
     log.info("bench %s %s: %s", step, variant.name, "building" if variant.build else "measuring")
-    status, result, facts, path = "ok", None, {}, variant.path
+    status, result, facts, path, job = "ok", None, {}, variant.path, None
     try:
         path = variant.build() if variant.build else path
     except Exception as exc:
@@ -242,9 +266,6 @@ def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path
                                                 retries=config.retries, timeout=config.row_timeout)
         if error:
             status = f"error (run): {error}"
-        elif config.repeats > 1:
-            result = processes.timed_in_processes(variant.name, job, run.work, result, notes, repeats=config.repeats,
-                                                  retries=config.retries, timeout=config.row_timeout)
     if variant.role == "student" and shop.student_description:
         run.results["student"] = shop.student_description
     row = reports.flat_row(variant.name, variant.role, variant.precision, path, facts, result, status)
@@ -259,6 +280,35 @@ def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path
         f"top-1 {row.get('top1') or float('nan'):.4f}, image b1 {row.get('image_b1_p50_ms') or float('nan'):.2f} ms, "
         f"text b1 {row.get('text_b1_p50_ms') or float('nan'):.2f} ms, peak {row.get('peak_rss_mb') or float('nan'):.0f} MB")
     log.info("bench %s %s: %s (%.0f s)", step, variant.name, summary, time.perf_counter() - started)
+    if status != "ok" or config.repeats < 2:
+        return None
+    return _Timing(variant, Path(path), facts, processes.timing_job(variant.name, job, run.work), notes, [result],
+                   time.perf_counter() - started)
+
+
+def _time_in_rounds(run: _Run, timing: list[_Timing]) -> None:
+    """Time every measured row again, one fresh process per row per round, until each has been timed in
+    ``repeats`` processes; each row then keeps the median across its processes. Rounds rather than one row's
+    repeats back to back, so that every row samples the same stretch of a machine whose speed drifts, and
+    drifts unevenly: in two runs 35 minutes apart, the INT8 student's sub-millisecond towers read 1.5-1.8x
+    slower in the second and the teacher's PyTorch towers 1.06-1.09x slower."""
+    config = run.config
+    for repeat in range(2, config.repeats + 1):
+        for row in timing:
+            if row.failed:
+                continue
+            name, started = row.variant.name, time.perf_counter()
+            log.info("bench: %s: timing again in a fresh process (%d of %d)", name, repeat, config.repeats)
+            result = processes.time_again(name, row.job_path, run.work, row.notes, retries=config.retries,
+                                          timeout=config.row_timeout)
+            row.seconds += time.perf_counter() - started
+            if result is None:
+                row.failed = True
+                continue
+            row.results.append(result)
+            merged, note = processes.combined(row.results)
+            flat = reports.flat_row(name, row.variant.role, row.variant.precision, row.path, row.facts, merged, "ok")
+            run.put(flat, {"name": name, "notes": row.notes + [note], "result": merged, "seconds": row.seconds})
 
 
 def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
