@@ -4,7 +4,8 @@ same epoch running the teacher, in one run. Knobs at the top; run from the repos
 Writes benchmarks/results/distill_cache.json. The machine's load average is recorded beside the figures:
 on a shared machine, read the ratio rather than the seconds, and the ratio of CPU seconds (this process's,
 one thread) before the wall-clock one. Per step, the median milliseconds of the teacher's outputs (the teacher
-forward or the cache read), of decoding the batch, and of the rest (the student's forward, backward, update).
+forward or the cache read), of decoding the batch (in distill's prefetch thread, while the step before runs),
+and of the rest of the step (the student's forward, backward, update).
 """
 
 import json
@@ -81,7 +82,7 @@ def one_epoch(teacher, data, config, teacher_forward) -> dict:
         "images_per_second": round(epoch["images_per_second"], 1),
         "per_step_ms": {
             "all": round(step_ms, 1), "teacher_outputs": forward.median_ms(), "data_batch": decode.median_ms(),
-            "student_and_rest": round(step_ms - forward.median_ms() - decode.median_ms(), 1),
+            "student_and_rest": round(step_ms - forward.median_ms(), 1),
         },
         "val_loss": epoch["val_loss"], "val_agreement": epoch["val_agreement"], "load_average_1min_before": load,
     }

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vledge.data.base import Batch, ImageTextDataset
+from vledge.data.prefetch import prefetched
 from vledge.configs import versioned_fields
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError, DataError
@@ -431,9 +432,13 @@ def _run(student, teacher, data, config: DistillConfig, teacher_forward: Teacher
     for epoch in range(1, config.epochs + 1):
         epoch_start, seen, sums = time.perf_counter(), 0, {}
         student.train()
-        for chunk in _chunks(rng.permutation(train_idx), config.batch_size) or [train_idx]:
+        chunks = _chunks(rng.permutation(train_idx), config.batch_size) or [train_idx]
+
+        def decode(chunk):
+            return data.batch(distributed.shard(chunk), student.preprocess, variant=epoch)
+
+        for chunk, batch in prefetched(decode, chunks):
             next(steps, None)
-            batch = data.batch(distributed.shard(chunk), student.preprocess, variant=epoch)
             whole = distributed.GlobalBatch(chunk, batch.indices)
             if not whole.usable():
                 continue

@@ -12,6 +12,7 @@ import torch
 
 from vledge.data import load_dataset
 from vledge.data.base import ImageTextDataset, Subset, split
+from vledge.data.prefetch import prefetched
 from vledge.errors import CheckpointError, ConfigError
 from vledge.evaluate import TorchEmbedder, evaluate
 from vledge.images import PreprocessSpec
@@ -229,9 +230,15 @@ def train(
         model.train()
         totals: dict[str, float] = {}
         bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=progress and main)
-        for step in bar:
+        steps = iter(bar)
+
+        def decode(step):
             idx = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-            batch = train_set.batch(distributed.shard(idx), model.preprocess, variant=epoch + step, strict=config.strict_images)
+            return idx, train_set.batch(distributed.shard(idx), model.preprocess, variant=epoch + step,
+                                        strict=config.strict_images)
+
+        for step, (idx, batch) in prefetched(decode, range(steps_per_epoch)):
+            next(steps, None)
             skipped += len(batch.skipped)
             whole = distributed.GlobalBatch(idx, batch.indices)
             if not whole.usable():
