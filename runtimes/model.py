@@ -199,6 +199,9 @@ class EdgeModel:
             log.warning("duplicate labels dropped (first kept): %d given, %d distinct", len(labels), len(names))
         if templates is None and compiled is not None:
             templates = compiled.templates
+        if (compiled is not None and compiled.embeddings is not None and names == compiled.names
+                and templates is not None and list(templates) == compiled.templates):
+            return names, compiled.embeddings  # the compiled set given by name: nothing to encode
         return names, self.label_embeddings(names, templates)
 
     def info(self) -> dict:

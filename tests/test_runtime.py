@@ -129,6 +129,20 @@ class RuntimeConformance:
             assert row[0][0] == names[int(np.argmax(probs))]
             assert {label: p for label, p in row} == pytest.approx(dict(zip(names, probs.tolist())), abs=1e-5)
 
+    def test_the_compiled_labels_given_by_name_encode_no_text(self, model, monkeypatch):
+        if model.label_set.embeddings is None:
+            pytest.skip("a checkpoint's label set has no embeddings until its first use")
+        names, templates = model.label_set.names, model.label_set.templates
+        images = sample_images(2, seed=6)
+        towers_run = []
+        real_run = model.runtime.run
+        monkeypatch.setattr(model.runtime, "run", lambda kind, feeds: towers_run.append(kind) or real_run(kind, feeds))
+        assert model.classify(images, list(names)) == model.classify(images)
+        assert model.classify(images, list(names), templates=templates) == model.classify(images)
+        assert "text" not in towers_run
+        model.classify(images, list(names), templates=["{}"])  # other prompts: the labels are encoded
+        assert "text" in towers_run
+
     def test_classify_label_errors(self, model, caplog):
         with pytest.raises(ConfigError, match="labels is empty; pass at least one label"):
             model.classify(sample_images(1), [])
