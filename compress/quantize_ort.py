@@ -61,20 +61,25 @@ def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, con
     from onnxruntime.quantization import QuantFormat, QuantizationMode
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    require_onnx(onnx_path, "ort-cpu")
     fmt, reason = ORT_CPU_DEFAULT[kind]
     if config.ort_cpu_format[kind] != "auto":
         fmt, reason = config.ort_cpu_format[kind], f"set by QuantizeConfig.ort_cpu_format[{kind!r}]"
     static = fmt == "static"
     preset = host_cpu_preset() if config.cpu_preset == "auto" else config.cpu_preset
     ops = config.op_types(kind) or _default_ops(onnx_path, static)
+    exclude = check_keep_fp32(onnx_path, kind, config)
+    fp32_products = [] if static else activation_matmuls(onnx_path)
     qconfig = getattr(AutoQuantizationConfig, preset)(
         is_static=static, per_channel=config.per_channel,
-        nodes_to_exclude=check_keep_fp32(onnx_path, kind, config), operators_to_quantize=list(ops),
+        nodes_to_exclude=exclude + [n for n in fp32_products if n not in exclude], operators_to_quantize=list(ops),
     )
     if static:
         # QOperator, not Optimum's static default QDQ: on ORT CPU, QDQ ran 3x slower than FP32.
         qconfig.format, qconfig.mode = QuantFormat.QOperator, QuantizationMode.QLinearOps
     details = {"method": fmt, "preset": preset, "reason": reason}
+    if fp32_products:
+        details["fp32_activation_matmuls"] = len(fp32_products)
     return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-cpu", details, calibrate=static)
 
 
@@ -87,6 +92,7 @@ def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path
     """
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    require_onnx(onnx_path, "ort-tensorrt")
     ops = config.op_types(kind) or WEIGHT_OPS
     qconfig = AutoQuantizationConfig.tensorrt(
         per_channel=config.per_channel, nodes_to_exclude=check_keep_fp32(onnx_path, kind, config),
@@ -99,7 +105,6 @@ def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path
 
 def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool):
     """Pre-process, calibrate (static only), quantize, then check the result against FP32."""
-    require_onnx(onnx_path, scheme)
     if calibrate:
         calibration = require_calibration(calibration, kind, scheme)
     out = output_path(out_dir, kind, ".onnx")
@@ -115,6 +120,21 @@ def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details
         shape = static_input_shape(onnx_path, kind)
         record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, scheme, shape)
     return onnx_tower_spec(out, "int8", details)
+
+
+def activation_matmuls(onnx_path: Path) -> list[str]:
+    """MatMul nodes whose two inputs are both computed (attention's scores and mixing), not weights.
+
+    Dynamic INT8 keeps them FP32, as ONNX Runtime's own ``quantize_dynamic`` does by default: Optimum's
+    quantizer would quantize both inputs at run time. On the demo student's text tower that took 17
+    MatMulInteger and 17 DynamicQuantizeLinear nodes down to 13 and 9 (the Q, K and V products share
+    theirs) and ran 9% faster at batch 8, at the same cosine to FP32.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants & set(n.input)]
 
 
 def _default_ops(onnx_path: Path, static: bool) -> list[str]:

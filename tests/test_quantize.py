@@ -17,7 +17,7 @@ import pytest
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
 from vledge.compress.quantize import QuantizeConfig, count_ops, quantize_tower
-from vledge.compress.quantize_ort import host_cpu_preset
+from vledge.compress.quantize_ort import activation_matmuls, host_cpu_preset
 from vledge.data.base import Subset
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import ConfigError
@@ -105,6 +105,18 @@ def test_ort_schemes_quantize_run_and_stay_close(towers, tmp_path, scheme, overr
     assert cos.mean() >= mean_cos and cos.min() >= min_cos, (cos.mean(), cos.min())
 
 
+def test_dynamic_int8_keeps_products_of_two_activations_in_fp32(towers, tmp_path):
+    fp32 = towers.fp32["text"]
+    kept = activation_matmuls(fp32)
+    fp32_counts = count_ops(fp32)
+    assert kept and len(kept) < fp32_counts["MatMul"]  # attention's scores and mixing, two a layer
+    spec = quantize_tower(fp32, "text", "ort-cpu", towers.calibration, tmp_path)
+    graph = onnx.load(str(tmp_path / spec.file)).graph
+    assert sorted(n.name for n in graph.node if n.op_type == "MatMul") == sorted(kept)
+    assert count_ops(tmp_path / spec.file)["MatMulInteger"] == fp32_counts["MatMul"] - len(kept)
+    assert spec.quantization["fp32_activation_matmuls"] == len(kept)
+
+
 def test_ort_cpu_static_quantizes_every_conv_of_a_conv_tower(towers, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="vledge.compress.quantize"):
         spec = quantize_tower(towers.fp32["conv"], "image", "ort-cpu", towers.calibration, tmp_path)
@@ -163,7 +175,8 @@ def test_keep_fp32_leaves_the_named_node_in_float(towers, tmp_path):
     spec = quantize_tower(towers.fp32["text"], "text", "ort-cpu", None, tmp_path, config)
     graph = onnx.load(str(tmp_path / spec.file)).graph
     assert [n.op_type for n in graph.node if n.name == "/proj/MatMul"] == ["MatMul"]
-    assert count_ops(tmp_path / spec.file)["MatMulInteger"] == count_ops(towers.fp32["text"])["MatMul"] - 1
+    fp32 = towers.fp32["text"]
+    assert count_ops(tmp_path / spec.file)["MatMulInteger"] == count_ops(fp32)["MatMul"] - 1 - len(activation_matmuls(fp32))
     assert spec.quantization["keep_fp32"] == ["/proj/MatMul"]
 
 
