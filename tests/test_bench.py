@@ -180,8 +180,14 @@ def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsy
         bench(_config(folders, tmp_path / "out2", rows=["student-int8"]))
 
 
-def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_path, monkeypatch):
+def _two_bundles(folders, tmp_path) -> list[str]:
+    """The good bundle and a copy of it: two rows that both measure."""
     shutil.copytree(folders / "good", tmp_path / "again")
+    return [str(folders / "good"), str(tmp_path / "again")]
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_path, monkeypatch):
+    bundles = _two_bundles(folders, tmp_path)
     real = processes.run_worker
     calls = []
 
@@ -193,21 +199,20 @@ def test_an_interrupted_run_keeps_its_rows_and_resume_skips_them(folders, tmp_pa
         return real(args, *rest, **kwargs)
 
     monkeypatch.setattr(processes, "run_worker", interrupted_on_second_row)
-    config = _config(folders, tmp_path / "out", rows=[], bundles=[str(folders / "good"), str(tmp_path / "again")])
+    config = _config(folders, tmp_path / "out", rows=[], bundles=bundles)
     with pytest.raises(KeyboardInterrupt):
         bench(config)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [(r["name"], r["status"]) for r in saved["rows"]] == [("bundle good", "ok")]
 
     monkeypatch.setattr(processes, "run_worker", real)
-    resumed = bench(_config(folders, tmp_path / "out", rows=[], resume=True,
-                            bundles=[str(folders / "good"), str(tmp_path / "again")]))
+    resumed = bench(_config(folders, tmp_path / "out", rows=[], resume=True, bundles=bundles))
     assert [(r["name"], r["status"]) for r in resumed["rows"]] == [("bundle good", "ok"), ("bundle again", "ok")]
     assert resumed["rows"][0]["image_b1_p50_ms"] == saved["rows"][0]["image_b1_p50_ms"]  # kept, not measured again
 
 
 def test_repeat_timings_go_round_the_rows_and_each_row_keeps_its_median(folders, tmp_path, monkeypatch):
-    shutil.copytree(folders / "good", tmp_path / "again")
+    bundles = _two_bundles(folders, tmp_path)
     real = processes.run_worker
     timed = []
 
@@ -217,8 +222,7 @@ def test_repeat_timings_go_round_the_rows_and_each_row_keeps_its_median(folders,
         return real(args, *rest, **kwargs)
 
     monkeypatch.setattr(processes, "run_worker", recording)
-    results = bench(_config(folders, tmp_path / "out", rows=[], repeats=3,
-                            bundles=[str(folders / "good"), str(tmp_path / "again")]))
+    results = bench(_config(folders, tmp_path / "out", rows=[], repeats=3, bundles=bundles))
     assert timed == ["bundle good", "bundle again"] * 3  # rounds, not one row's repeats back to back
     assert [r["name"] for r in results["rows"]] == ["bundle good", "bundle again"]
     for detail in results["details"]:
