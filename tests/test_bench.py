@@ -230,6 +230,23 @@ def test_repeat_timings_go_round_the_rows_and_each_row_keeps_its_median(folders,
         assert sum(n.startswith("latencies: median of 3 processes") for n in detail["notes"]) == 1
 
 
+def test_a_failed_timing_repeat_keeps_the_row_and_says_so(folders, tmp_path, monkeypatch):
+    real = processes.run_worker
+
+    def repeats_crash(args, log_path, result_path, *rest, **kwargs):
+        if args and args[0].endswith("-timing.json"):
+            return None, "exit 1: boom"
+        return real(args, log_path, result_path, *rest, **kwargs)
+
+    monkeypatch.setattr(processes, "run_worker", repeats_crash)
+    results = bench(_config(folders, tmp_path / "out", rows=[], repeats=3, bundles=[str(folders / "good")]))
+    (row,) = results["rows"]
+    assert row["status"] == "ok" and row["image_b1_p50_ms"] > 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["details"][0]
+    assert saved["result"]["processes"] == 1  # one failed repeat ends the row's rounds
+    assert any(n == "a timing repeat failed: exit 1: boom" for n in saved["notes"])
+
+
 def test_plots_and_table_read_from_given_numbers(tmp_path):
     scaling = {"batch": {"student INT8 (ORT)": {"image": {"1": 0.5, "8": 2.0}, "text": {"1": 0.3, "8": 1.0}}},
                "resolution": {"student INT8 (ORT)": {"28": 0.5, "56": 1.5}}, "errors": []}

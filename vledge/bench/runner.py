@@ -302,10 +302,10 @@ def _time_in_rounds(run: _Run, timing: list[_Timing]) -> None:
             result = processes.time_again(name, row.job_path, run.work, row.notes, retries=config.retries,
                                           timeout=config.row_timeout)
             row.seconds += time.perf_counter() - started
-            if result is None:
+            if result is None:  # time_again noted why; the row keeps the processes it has
                 row.failed = True
-                continue
-            row.results.append(result)
+            else:
+                row.results.append(result)
             merged, note = processes.combined(row.results)
             flat = reports.flat_row(name, row.variant.role, row.variant.precision, row.path, row.facts, merged, "ok")
             run.put(flat, {"name": name, "notes": row.notes + [note], "result": merged, "seconds": row.seconds})
