@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from vledge.errors import BundleError
+from vledge.errors import BundleError, ConfigError
 from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
 from vledge.runtimes.selection import normalise_available, openvino_device
 
@@ -57,6 +57,7 @@ class OpenVinoRuntime(Runtime):
                 self._compiled[kind] = core.compile_model(model, self.device, config)
             except Exception as exc:  # OpenVINO raises RuntimeError or its own OVError subclasses
                 raise BundleError(f"OpenVINO cannot compile {path.name} for {self.device}: {exc}") from None
+        self._inputs = {kind: len(compiled.inputs) for kind, compiled in self._compiled.items()}
         self._local = threading.local()
 
     def _static_shapes(self, kind: str) -> dict[str, list[int]]:
@@ -86,11 +87,16 @@ class OpenVinoRuntime(Runtime):
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.check_kind(kind)
+        if len(feeds) != self._inputs[kind]:
+            raise ConfigError(f"the {kind} tower takes {self._inputs[kind]} inputs, got {sorted(feeds)}")
         request = self._request(kind)
-        # Tensors over the caller's arrays, no copy, then a bare infer(): 16-24% less time per batch-1 call
-        # than infer(feeds) on the demo student's towers, timed side by side in one process.
-        for name, array in feeds.items():
-            request.set_tensor(name, self._tensor(np.ascontiguousarray(array), shared_memory=True))
+        # Tensors over the arrays, no copy, then a bare infer(): 11-24% less time per batch-1 call than
+        # infer(feeds) on the demo student's towers, timed side by side in one process. OpenVINO shares only
+        # writable C-ordered memory, so other arrays are copied first; a Tensor does not keep its array
+        # alive, so ``arrays`` holds them until the inference is over, and every input is set on every call.
+        arrays = [(name, np.require(array, requirements=("C", "W"))) for name, array in feeds.items()]
+        for name, array in arrays:
+            request.set_tensor(name, self._tensor(array, shared_memory=True))
         request.infer()
         # The output tensor's memory is reused by the next inference: copy it out.
         return as_float32(request.get_output_tensor(0).data).copy()

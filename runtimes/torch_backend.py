@@ -93,7 +93,7 @@ class TorchRuntime(Runtime):
 
         self.check_kind(kind)
         names = [t.name for t in self.manifest.towers[kind].inputs]
-        tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in names]
+        tensors = [torch.from_numpy(np.require(feeds[n], requirements=("C", "W"))).to(self.device) for n in names]
         tower = self.model.image_tower if kind == "image" else self.model.text_tower
         with torch.inference_mode():
             return as_float32(tower(*tensors).float().cpu().numpy())

@@ -108,6 +108,14 @@ class RuntimeConformance:
         np.testing.assert_allclose(static_model.encode_text(TEXTS), reference_texts(TEXTS), atol=TOLERANCE)
         np.testing.assert_allclose(static_model.encode_image(images[0]), reference_images(images[:1]), atol=TOLERANCE)
 
+    def test_read_only_and_strided_pixels(self, model):
+        pixels = preprocess(sample_images(2, seed=8), model.manifest.preprocess)
+        expected = model.encode_pixels(pixels.copy())
+        read_only = pixels.copy()
+        read_only.setflags(write=False)
+        for given in (read_only, np.asfortranarray(pixels), pixels[:, :, ::-1, ::-1][:, :, ::-1, ::-1]):
+            np.testing.assert_allclose(model.encode_pixels(given), expected, atol=1e-6)
+
     def test_classify_with_labels(self, model):
         images = sample_images(3, seed=5)
         labels = ["t-shirt", "bag", "sneaker"]
