@@ -32,7 +32,7 @@ MAX_SAMPLES = 30000  # DistillConfig's default: the images of one epoch
 BATCH_SIZE = 256
 THREADS = 1  # on a shared 2-core machine two OpenMP threads spin against other work; one measures compute
 SEED = 0
-ROUNDS = 3  # epochs of each kind, alternated; the ratio of their medians is reported (a single pair varied 2.85-3.08x)
+ROUNDS = 3  # epochs of each kind, alternated; the ratio of their medians is reported (single rounds: 2.32-2.88x)
 OUT = Path("benchmarks/results/distill_cache.json")
 
 
