@@ -138,10 +138,11 @@ def _check_destination(out: Path, overwrite: bool) -> None:
 
 def _copy_tower(kind: str, spec: TowerSpec, files: list[Path], staging: Path) -> TowerSpec:
     names = [Path(f).name for f in files]
-    if spec.file not in names:
-        raise ConfigError(f"the {kind} tower's file {spec.file!r} is not among its files {names}")
-    if spec.format == "openvino" and Path(spec.file).with_suffix(".bin").name not in names:
-        raise ConfigError(f"the {kind} tower {spec.file} is OpenVINO IR but its .bin weights file was not given")
+    for file in spec.files:
+        if file not in names:
+            raise ConfigError(f"the {kind} tower's file {file!r} is not among its files {names}")
+        if spec.format == "openvino" and Path(file).with_suffix(".bin").name not in names:
+            raise ConfigError(f"the {kind} tower {file} is OpenVINO IR but its .bin weights file was not given")
     for src, name in zip(files, names):
         dest = staging / name
         if dest.exists():

@@ -26,6 +26,7 @@ CONFIG_VERSION = 1
 KINDS = ("image", "text")
 ORT_CPU_FORMATS = ("auto", "static", "dynamic")
 CPU_PRESETS = ("auto", "avx512_vnni", "avx2", "arm64")
+WEIGHT_BITS = (7, 8)
 COSINE_WARNING = 0.99  # mean cosine to FP32 below which quantize_tower warns
 
 # handler(onnx_path, kind, calibration, out_dir, config) -> TowerSpec
@@ -49,6 +50,9 @@ class QuantizeConfig:
       (the format measured faster and accurate for that kind, see ``quantize_ort``).
     - ``cpu_preset``: Optimum's CPU preset (``auto``: chosen from the host CPU).
     - ``weights_only``: OpenVINO schemes compress weights to INT8 without activation quantization.
+    - ``weight_bits``: 7 (default) keeps CPU integer towers exact on every x86 CPU; 8 needs VNNI or
+      AMX to keep its accuracy (see ``vledge.cpu``), so such a tower records ``requires_isa`` and the
+      bundle carries a 7-bit copy that CPUs without them load instead. TensorRT towers always use 8.
     """
 
     calibration_samples: int = 128
@@ -60,6 +64,7 @@ class QuantizeConfig:
     ort_cpu_format: dict[str, str] = field(default_factory=lambda: {"image": "auto", "text": "auto"})
     cpu_preset: str = "auto"
     weights_only: bool = False
+    weight_bits: int = 7
 
     def __post_init__(self):
         where = "QuantizeConfig"
@@ -87,6 +92,10 @@ class QuantizeConfig:
         for kind, fmt in self.ort_cpu_format.items():
             _check_choice(f"{where}.ort_cpu_format[{kind!r}]", fmt, ORT_CPU_FORMATS)
         _check_choice(f"{where}.cpu_preset", self.cpu_preset, CPU_PRESETS)
+        if type(self.weight_bits) is not int or self.weight_bits not in WEIGHT_BITS:
+            raise ConfigError(
+                f"{where}.weight_bits must be 7 (exact on every CPU) or 8 (needs VNNI/AMX on x86), got {self.weight_bits!r}"
+            )
 
     def op_types(self, kind: str) -> list[str] | None:
         return self.image_op_types if kind == "image" else self.text_op_types
@@ -236,11 +245,15 @@ def onnx_tower_spec(path: Path, precision: str, quantization: dict) -> TowerSpec
     )
 
 
-def ort_runner(path: Path):
-    """A function feed -> embeddings over an ONNX Runtime CPU session."""
+def ort_runner(path: Path, float_qdq: bool = False):
+    """A function feed -> embeddings over an ONNX Runtime CPU session (``float_qdq``: a QDQ graph's
+    integer ops run in float, the same results on every CPU)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if float_qdq:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     return lambda feed: session.run(["embeds"], feed)[0]
 
 

@@ -8,6 +8,7 @@ activation quantization, for towers whose accuracy post-training quantization ca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from vledge.compress.openvino_export import convert_onnx, count_ov_ops, save_ope
 from vledge.compress.quantize import (
     QUANTIZERS, QuantizeConfig, has_attention, output_path, record_cosine, require_calibration,
 )
+from vledge.cpu import VNNI
 from vledge.errors import ConfigError, ExportError
 
 log = logging.getLogger(__name__)
@@ -34,47 +36,85 @@ def quantize_nncf_symmetric(onnx_path: Path, kind: str, calibration, out_dir: Pa
 
 def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig, scheme: str,
               symmetric: bool):
-    import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(source)) if source.suffix == ".xml" else convert_onnx(source, kind)
     reference = ov_runner(model) if calibration is not None else None
-    ignored = nncf.IgnoredScope(names=_ov_names(model, source, config.keep_fp32, kind)) if config.keep_fp32 else None
+    ignored = _ov_names(model, source, config.keep_fp32, kind) if config.keep_fp32 else None
     details = {"scheme": scheme, "keep_fp32": list(config.keep_fp32)}
+    if config.weights_only:
+        quantized = _compress_weights(model, kind, symmetric, ignored, details)
+    else:
+        calibration = require_calibration(calibration, kind, scheme)
+        quantized = _static(model, kind, calibration, config, symmetric, ignored, details, config.weight_bits)
+    low_precision = ("FakeQuantize", "Constant:i8", "Constant:u8")
+    details["quantized_nodes"] = {k: n for k, n in count_ov_ops(quantized).items() if k in low_precision}
+    if reference is not None:
+        record_cosine(details, reference, ov_runner(quantized), calibration, kind, scheme, _static_shape(model, kind))
+    spec = save_openvino(quantized, output_path(out_dir, kind, ".xml"), kind, "int8", details)
+    if config.weights_only or config.weight_bits == 7:
+        return spec
+    # 8-bit weights need VNNI on an x86 CPU: the 7-bit copy is what CPUs without it load.
+    fallback = {"weight_bits": 7}
+    seven_bit = _static(model.clone(), kind, calibration, config, symmetric, ignored, fallback, 7)
+    record_cosine(fallback, reference, ov_runner(seven_bit), calibration, kind, f"{scheme} 7-bit", _static_shape(model, kind))
+    fallback_spec = save_openvino(seven_bit, output_path(out_dir, kind, ".7bit.xml"), kind, "int8", fallback)
+    fallback = {"file": fallback_spec.file, "weight_bits": 7, "cosine_to_fp32": fallback["cosine_to_fp32"],
+                "reason": "7-bit weights: exact on CPUs without VNNI"}
+    return dataclasses.replace(spec, requires_isa=[VNNI], fallback=fallback)
+
+
+def _compress_weights(model, kind: str, symmetric: bool, ignored, details: dict):
+    import nncf
+
+    mode = nncf.CompressWeightsMode.INT8_SYM if symmetric else nncf.CompressWeightsMode.INT8_ASYM
     try:
-        if config.weights_only:
-            mode = nncf.CompressWeightsMode.INT8_SYM if symmetric else nncf.CompressWeightsMode.INT8_ASYM
-            model = nncf.compress_weights(model, mode=mode, ignored_scope=ignored)
-            details.update(method="weights-only", weights=mode.value,
-                           reason="set by QuantizeConfig.weights_only: INT8 weights, float activations")
-        else:
-            calibration = require_calibration(calibration, kind, scheme)
-            batch, seq = _static_shape(model, kind)
-            dataset = calibration.nncf_dataset(kind, batch or config.calibration_batch, seq)
-            # ViT / CLIP image towers too: transformer mode took a tiny ViT from cosine 0.97 to 0.99+.
-            transformer = kind == "text" or has_attention(count_ov_ops(model))
-            preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
-            target = nncf.TargetDevice.NPU if symmetric else nncf.TargetDevice.CPU
-            model = nncf.quantize(
-                model, dataset, preset=preset, target_device=target, subset_size=dataset.get_length(),
-                model_type=nncf.ModelType.TRANSFORMER if transformer else None, ignored_scope=ignored,
-            )
-            details.update(
-                method="static", preset=preset.value, target_device=target.value,
-                model_type="transformer" if transformer else "default",
-                activations="int8 symmetric" if symmetric else "int8 asymmetric", weights="int8 symmetric per-channel",
-                calibration={"samples": len(calibration.samples(kind)), "batches": dataset.get_length(),
-                             "source": calibration.source},
-                reason="symmetric INT8 is what the NPU runs" if symmetric
-                else "NNCF mixed preset: OpenVINO CPU's INT8 path",
-            )
+        model = nncf.compress_weights(model, mode=mode, ignored_scope=_ignored_scope(ignored))
+    except (nncf.ValidationError, nncf.InternalError, nncf.UnsupportedModelError, RuntimeError) as exc:
+        raise ExportError(f"NNCF weight compression of the {kind} tower failed: {type(exc).__name__}: {exc}") from exc
+    # Weights are decompressed to float before use: no integer kernels, nothing a CPU must have.
+    details.update(method="weights-only", weights=mode.value,
+                   reason="set by QuantizeConfig.weights_only: INT8 weights, float activations")
+    return model
+
+
+def _static(model, kind: str, calibration, config: QuantizeConfig, symmetric: bool, ignored, details: dict,
+            weight_bits: int):
+    """NNCF post-training quantization; 7-bit weights through NNCF's overflow fix on every layer."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    batch, seq = _static_shape(model, kind)
+    dataset = calibration.nncf_dataset(kind, batch or config.calibration_batch, seq)
+    # ViT / CLIP image towers too: transformer mode took a tiny ViT from cosine 0.97 to 0.99+.
+    transformer = kind == "text" or has_attention(count_ov_ops(model))
+    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+    target = nncf.TargetDevice.NPU if symmetric else nncf.TargetDevice.CPU
+    overflow_fix = OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.DISABLE
+    try:
+        quantized = nncf.quantize(
+            model, dataset, preset=preset, target_device=target, subset_size=dataset.get_length(),
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None, ignored_scope=_ignored_scope(ignored),
+            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=overflow_fix),
+        )
     except (nncf.ValidationError, nncf.InternalError, nncf.UnsupportedModelError, RuntimeError) as exc:
         raise ExportError(f"NNCF quantization of the {kind} tower failed: {type(exc).__name__}: {exc}") from exc
-    low_precision = ("FakeQuantize", "Constant:i8", "Constant:u8")
-    details["quantized_nodes"] = {k: n for k, n in count_ov_ops(model).items() if k in low_precision}
-    if reference is not None:
-        record_cosine(details, reference, ov_runner(model), calibration, kind, scheme, _static_shape(model, kind))
-    return save_openvino(model, output_path(out_dir, kind, ".xml"), kind, "int8", details)
+    details.update(
+        method="static", preset=preset.value, target_device=target.value,
+        model_type="transformer" if transformer else "default",
+        activations="int8 symmetric" if symmetric else "int8 asymmetric", weights="int8 symmetric per-channel",
+        weight_bits=weight_bits,
+        calibration={"samples": len(calibration.samples(kind)), "batches": dataset.get_length(),
+                     "source": calibration.source},
+        reason="symmetric INT8 is what the NPU runs" if symmetric else "NNCF mixed preset: OpenVINO CPU's INT8 path",
+    )
+    return quantized
+
+
+def _ignored_scope(names):
+    import nncf
+
+    return nncf.IgnoredScope(names=names) if names else None
 
 
 def ov_runner(model):

@@ -8,8 +8,8 @@ text batches, and padded batches are what the text tower sees at run time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +18,7 @@ from vledge.compress.quantize import (
     QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, has_attention, onnx_tower_spec, ort_runner,
     output_path, record_cosine, require_calibration, require_onnx, static_input_shape,
 )
+from vledge.cpu import VNNI, host_cpu
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,13 @@ QUANTIZED_OPS = (
 
 
 def host_cpu_preset() -> str:
-    """Optimum's CPU preset for this machine: arm64, avx512_vnni (any VNNI: U8S8 is safe), else avx2."""
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return "arm64"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        flags = []
-    return "avx512_vnni" if {"avx512_vnni", "avx_vnni"} & set(flags) else "avx2"
+    """Optimum's CPU preset named after this machine: arm64, avx512_vnni (exact 8-bit kernels), else avx2.
+
+    The presets differ only in name; whether a tower keeps its accuracy on other CPUs is set by
+    ``QuantizeConfig.weight_bits``.
+    """
+    cpu = host_cpu()
+    return "arm64" if cpu.is_arm else "avx512_vnni" if cpu.has(VNNI) else "avx2"
 
 
 @QUANTIZERS.register("ort-cpu")
@@ -80,7 +79,8 @@ def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, con
     details = {"method": fmt, "preset": preset, "reason": reason}
     if fp32_products:
         details["fp32_activation_matmuls"] = len(fp32_products)
-    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-cpu", details, calibrate=static)
+    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-cpu", details, calibrate=static,
+                weight_bits=config.weight_bits)
 
 
 @QUANTIZERS.register("ort-tensorrt")
@@ -100,26 +100,55 @@ def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path
     )
     details = {"method": "static", "preset": "tensorrt",
                "reason": "TensorRT builds INT8 engines from symmetric per-channel QDQ graphs"}
-    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-tensorrt", details, calibrate=True)
+    spec = _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-tensorrt", details, calibrate=True,
+                weight_bits=8, float_qdq=True)
+    # TensorRT sums INT8 products exactly; ONNX Runtime CPU, the end of the jetson chain, needs VNNI
+    # for that, and without it runs the same graph with its integer ops in float.
+    return dataclasses.replace(spec, requires_isa=[VNNI], fallback={
+        "float_qdq": True, "reason": "8-bit QDQ graph: integer kernels without VNNI would saturate",
+    })
 
 
-def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool):
-    """Pre-process, calibrate (static only), quantize, then check the result against FP32."""
+def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool,
+         weight_bits: int, float_qdq: bool = False):
+    """Pre-process, calibrate (static only), quantize, then check the result against FP32.
+
+    ``weight_bits`` 8 also writes a 7-bit copy of the tower, the fallback of CPUs without VNNI (same
+    calibration). ``float_qdq`` checks the result with its integer ops run in float, as exactly as
+    TensorRT computes them, on any CPU.
+    """
     if calibrate:
         calibration = require_calibration(calibration, kind, scheme)
     out = output_path(out_dir, kind, ".onnx")
+    seven_bit = output_path(out_dir, kind, ".7bit.onnx")
     with _prepared(onnx_path) as prepared:
         ranges = None
         if calibrate:
             symmetric = qconfig.activations_symmetric and qconfig.weights_symmetric
             ops = qconfig.operators_to_quantize
             ranges, details["calibration"] = _calibrate(prepared, kind, calibration, ops, config, symmetric)
+        qconfig.reduce_range = weight_bits == 7
         _quantize(prepared, qconfig, ranges, out)
-    details = {**_describe(qconfig, scheme, config), **details, "quantized_nodes": _quantized_counts(out)}
+        if weight_bits == 8 and not float_qdq:
+            qconfig.reduce_range = True
+            _quantize(prepared, qconfig, ranges, seven_bit)
+            qconfig.reduce_range = False
+    details = {**_describe(qconfig, scheme, config), **details, "weight_bits": weight_bits,
+               "quantized_nodes": _quantized_counts(out)}
+    fallback = None
     if calibration is not None:
         shape = static_input_shape(onnx_path, kind)
-        record_cosine(details, ort_runner(onnx_path), ort_runner(out), calibration, kind, scheme, shape)
-    return onnx_tower_spec(out, "int8", details)
+        reference = ort_runner(onnx_path)
+        record_cosine(details, reference, ort_runner(out, float_qdq), calibration, kind, scheme, shape)
+        if seven_bit.exists():
+            fallback = {"weight_bits": 7}
+            record_cosine(fallback, reference, ort_runner(seven_bit), calibration, kind, f"{scheme} 7-bit", shape)
+    spec = onnx_tower_spec(out, "int8", details)
+    if weight_bits == 8 and not float_qdq:
+        reason = "7-bit weights: exact on CPUs without VNNI"
+        spec = dataclasses.replace(spec, requires_isa=[VNNI],
+                                   fallback={"file": seven_bit.name, **(fallback or {}), "reason": reason})
+    return spec
 
 
 def activation_matmuls(onnx_path: Path) -> list[str]:

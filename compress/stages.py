@@ -175,9 +175,9 @@ class Quantized:
 
 
 def tower_files(folder: Path, spec: TowerSpec) -> list[Path]:
-    """The files that make one tower: an .onnx, or an OpenVINO .xml with its .bin."""
-    main = folder / spec.file
-    return [main, main.with_suffix(".bin")] if spec.format == "openvino" else [main]
+    """The files that make one tower and its fallback: each an .onnx, or an OpenVINO .xml with its .bin."""
+    paths = [folder / name for name in spec.files]
+    return [f for p in paths for f in ([p, p.with_suffix(".bin")] if spec.format == "openvino" else [p])]
 
 
 def quantize_towers_for_target(student, train_data, exported: Exported, config: CompressConfig, folder: Path) -> Quantized:

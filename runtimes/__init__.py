@@ -74,7 +74,7 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
     placement, warnings = choose_placement(chain, _available(backends), device, strict)
     for warning in warnings:
         log.warning(warning)
-    runtime = RUNTIMES.get(placement.backend)(root, manifest, placement.device, options)
+    runtime = RUNTIMES.get(placement.backend)(root, manifest, placement.device, options, strict=strict)
     if strict and runtime.device.lower() != placement.device.lower():
         raise BackendUnavailableError(
             f"{placement} was listed but could not start (running on {runtime.device}); strict=True: not falling back"
@@ -87,7 +87,7 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
         "placement": str(placement),
         "chain": [str(p) for p in chain],
         "skipped": [f"{p} (cannot open {'/'.join(sorted(formats))})" for p in unreadable],
-        "warnings": warnings,
+        "warnings": warnings + runtime.warnings,
     }
     return runtime, tokenizer, read_label_set(root, manifest), report
 

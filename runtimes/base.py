@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -12,6 +13,9 @@ from vledge.bundle import BundleManifest, safe_join
 from vledge.registry import did_you_mean
 from vledge.errors import ConfigError
 from vledge.registry import Registry
+from vledge.runtimes.isa import TowerChoice, choose_tower_file
+
+log = logging.getLogger(__name__)
 
 
 class Runtime(ABC):
@@ -24,7 +28,8 @@ class Runtime(ABC):
     name: ClassVar[str]
     option_names: ClassVar[frozenset[str]] = frozenset({"threads"})
 
-    def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict):
+    def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict,
+                 strict: bool = False):
         unknown = sorted(set(options) - self.option_names)
         if unknown:
             hint = did_you_mean(unknown[0], self.option_names)
@@ -36,6 +41,9 @@ class Runtime(ABC):
         self.manifest = manifest
         self.device = device
         self.options = dict(options)
+        self.strict = strict
+        self.tower_choices: dict[str, TowerChoice] = {}
+        self.warnings: list[str] = []
 
     @classmethod
     @abstractmethod
@@ -59,15 +67,25 @@ class Runtime(ABC):
     def info(self) -> dict:
         return {"backend": self.name, "device": self.device, "options": self.options}
 
+    def run_files(self) -> dict[str, dict]:
+        """Per tower, the file opened and whether its integer ops run in float (a CPU fallback)."""
+        return {kind: {"file": c.file, "float_qdq": c.float_qdq} for kind, c in self.tower_choices.items()}
+
     def check_kind(self, kind: str) -> None:
         if kind not in self.manifest.towers:
             raise ConfigError(
                 f"this bundle has no {kind} tower (it has: {', '.join(sorted(self.manifest.towers))})"
             )
 
-    def _tower_path(self, kind: str) -> Path:
+    def _choose_tower(self, kind: str, on_cpu: bool) -> tuple[Path, TowerChoice]:
+        """The path to open for ``kind``: its own file, or its fallback on a CPU that lacks what it needs."""
         self.check_kind(kind)
-        return safe_join(self.bundle_dir, self.manifest.towers[kind].file)
+        choice = choose_tower_file(kind, self.manifest.towers[kind], on_cpu, self.strict)
+        if choice.warning:
+            log.warning(choice.warning)
+            self.warnings.append(choice.warning)
+        self.tower_choices[kind] = choice
+        return safe_join(self.bundle_dir, choice.file), choice
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime backend")

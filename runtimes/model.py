@@ -14,6 +14,7 @@ import numpy as np
 
 from vledge import __version__
 from vledge.bundle import BundleManifest, safe_join
+from vledge.cpu import host_cpu
 from vledge.errors import BundleError, ConfigError
 from vledge.images import ImageInput, as_image_list, preprocess
 from vledge.runtimes.base import Runtime
@@ -205,8 +206,10 @@ class EdgeModel:
         return names, self.label_embeddings(names, templates)
 
     def info(self) -> dict:
-        """Backend, device, the placements tried, precision, target, files and versions."""
+        """Backend, device, the placements tried, precision, target, files (and the one each tower runs),
+        this CPU's instruction sets and what they mean for INT8, and versions."""
         m = self.manifest
+        runs = self.runtime.run_files()
         return {
             **self._report,
             **self.runtime.info(),
@@ -214,7 +217,9 @@ class EdgeModel:
             "precision": m.precision,
             "embed_dim": m.embed_dim,
             "towers": {k: {"file": t.file, "format": t.format, "precision": t.precision,
-                           "inputs": self.runtime.input_shapes(k)} for k, t in m.towers.items()},
+                           "inputs": self.runtime.input_shapes(k), "requires_isa": t.requires_isa,
+                           **({"runs": runs[k]} if k in runs else {})} for k, t in m.towers.items()},
+            "cpu": host_cpu().to_dict(),
             "files": sorted(m.files),
             "label_set": len(self.label_set.names) if self.label_set else None,
             "vledge": __version__,

@@ -35,8 +35,8 @@ class OnnxRuntime(Runtime):
 
         return [_PROVIDER_DEVICE[p] for p in ort.get_available_providers() if p in _PROVIDER_DEVICE]
 
-    def __init__(self, bundle_dir, manifest, device, options):
-        super().__init__(bundle_dir, manifest, device, options)
+    def __init__(self, bundle_dir, manifest, device, options, strict=False):
+        super().__init__(bundle_dir, manifest, device, options, strict)
         import onnxruntime as ort
 
         self._ort_version = ort.__version__
@@ -79,7 +79,9 @@ class OnnxRuntime(Runtime):
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
             opts.inter_op_num_threads = 1
-        path = self._tower_path(kind)
+        path, choice = self._choose_tower(kind, on_cpu=self.device == "cpu")
+        if choice.float_qdq:
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types per failure

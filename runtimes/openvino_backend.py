@@ -35,8 +35,8 @@ class OpenVinoRuntime(Runtime):
 
         return normalise_available(ov.Core().available_devices)
 
-    def __init__(self, bundle_dir, manifest, device, options):
-        super().__init__(bundle_dir, manifest, device, options)
+    def __init__(self, bundle_dir, manifest, device, options, strict=False):
+        super().__init__(bundle_dir, manifest, device, options, strict)
         import openvino as ov
 
         self._ov_version, self._tensor = ov.get_version(), ov.Tensor
@@ -49,7 +49,7 @@ class OpenVinoRuntime(Runtime):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
         self._compiled = {}
         for kind in manifest.towers:
-            path = self._tower_path(kind)
+            path, _ = self._choose_tower(kind, on_cpu=self.device == "CPU")
             try:
                 model = core.read_model(str(path))
                 if model.is_dynamic() and (self.device in STATIC_ONLY or self.options.get("static_batch")):

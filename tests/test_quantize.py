@@ -1,6 +1,9 @@
 """Stage 5, quantize (ONNX Runtime schemes and FP16): quantized nodes really present, runs on ORT CPU,
 embeddings close to the FP32 tower on real Fashion-MNIST images and captions, config round trip.
 
+The thresholds hold on CPUs with and without VNNI (checked on an AVX-512 VNNI EPYC, and under QEMU's
+AVX2-only EPYC-Rome model, whose U8S8 kernels saturate): CPU schemes quantize weights to 7 bits.
+
 Cosine thresholds were set below what was measured on these tiny seeded towers (noted per case);
 the tiny ViT tower quantizes about as well as a student-size one, the width-0.25 MobileNet worse.
 """
@@ -18,6 +21,7 @@ from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
 from vledge.compress.quantize import QuantizeConfig, count_ops, quantize_tower
 from vledge.compress.quantize_ort import activation_matmuls, host_cpu_preset
+from vledge.cpu import host_cpu
 from vledge.data.base import Subset
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import ConfigError
@@ -25,17 +29,17 @@ from vledge.errors import ConfigError
 pytestmark = pytest.mark.skipif(not os.path.isdir(DEFAULT_DIR), reason="Fashion-MNIST is not installed")
 
 
-def embed(path, feeds):
-    import onnxruntime as ort
+def embed(path, feeds, float_qdq=False):
+    from vledge.compress.quantize import ort_runner
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = np.concatenate([session.run(["embeds"], f)[0] for f in feeds])
+    run = ort_runner(path, float_qdq)
+    out = np.concatenate([run(f) for f in feeds])
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def cosine_to_fp32(towers, kind, path, batch=8):
+def cosine_to_fp32(towers, kind, path, batch=8, float_qdq=False):
     feeds = towers.evaluation.batches(kind, batch)
-    return (embed(towers.fp32[kind], feeds) * embed(path, feeds)).sum(1)
+    return (embed(towers.fp32[kind], feeds) * embed(path, feeds, float_qdq)).sum(1)
 
 
 def recalibrate_batchnorm(model, data, n=256):
@@ -101,8 +105,13 @@ def test_ort_schemes_quantize_run_and_stay_close(towers, tmp_path, scheme, overr
     assert spec.quantization["op_types"] == expected_ops
     assert [t.name for t in spec.inputs] == (["pixel_values"] if kind == "image" else ["input_ids", "attention_mask"])
     assert spec.inputs[0].shape[0] == "batch" and spec.outputs[0].name == "embeds"
-    cos = cosine_to_fp32(towers, kind, path)
-    assert cos.mean() >= mean_cos and cos.min() >= min_cos, (cos.mean(), cos.min())
+    # TensorRT towers keep 8-bit weights: a CPU without VNNI runs them with integer ops in float
+    # (test_cpu_isa), so that is how they are checked everywhere; their fused integer kernels only where exact.
+    tensorrt = scheme == "ort-tensorrt"
+    runs = [True, False] if tensorrt and host_cpu().has("vnni") else [tensorrt]
+    for float_qdq in runs:
+        cos = cosine_to_fp32(towers, kind, path, float_qdq=float_qdq)
+        assert cos.mean() >= mean_cos and cos.min() >= min_cos, (float_qdq, cos.mean(), cos.min())
 
 
 def test_dynamic_int8_keeps_products_of_two_activations_in_fp32(towers, tmp_path):

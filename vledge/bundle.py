@@ -36,6 +36,11 @@ class TowerSpec:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     quantization: dict = field(default_factory=dict)
+    # What a CPU needs for this tower's integer kernels to keep their accuracy (see vledge.cpu), and
+    # what a CPU without it runs instead: {"file": another file of the same tower} or
+    # {"float_qdq": true} (run the QDQ graph's integer ops in float), with a "reason".
+    requires_isa: list[str] = field(default_factory=list)
+    fallback: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TowerSpec":
@@ -46,11 +51,25 @@ class TowerSpec:
             inputs=[TensorSpec(**t) for t in d["inputs"]],
             outputs=[TensorSpec(**t) for t in d["outputs"]],
             quantization=d.get("quantization", {}),
+            requires_isa=list(d["requires_isa"]) if "requires_isa" in d else _legacy_requirement(d),
+            fallback=d.get("fallback"),
         )
+
+    @property
+    def files(self) -> list[str]:
+        """The tower's file and its fallback file, if any (bundle-relative)."""
+        return [self.file] + ([self.fallback["file"]] if self.fallback and "file" in self.fallback else [])
 
     @property
     def static(self) -> bool:
         return all(isinstance(s, int) for t in self.inputs for s in t.shape)
+
+
+def _legacy_requirement(d: dict) -> list[str]:
+    """Bundles written before towers recorded ``requires_isa``: their CPU INT8 towers had 8-bit weights."""
+    q = d.get("quantization", {})
+    legacy = d.get("precision") == "int8" and "weight_bits" not in q and q.get("method") != "weights-only"
+    return ["vnni"] if legacy else []
 
 
 @dataclass
@@ -163,7 +182,7 @@ def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManif
     if not isinstance(data, dict):
         raise BundleError(f"{path} must hold a JSON object, not a {type(data).__name__}; re-run vledge compress")
     manifest = BundleManifest.from_dict(data)
-    referenced = [t.file for t in manifest.towers.values()] + [manifest.tokenizer.file]
+    referenced = [f for t in manifest.towers.values() for f in t.files] + [manifest.tokenizer.file]
     if manifest.labels:
         referenced += [manifest.labels["file"], manifest.labels["embeddings"]]
     for rel in list(manifest.files) + referenced:

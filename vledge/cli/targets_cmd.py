@@ -1,4 +1,5 @@
-"""`vledge targets`: the targets table, and whether each target's runtime can run here."""
+"""`vledge targets`: the targets table, whether each target's runtime can run here, and this CPU's
+instruction sets with what they mean for INT8 towers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vledge.cpu import host_cpu
     from vledge.runtimes.selection import available_placements
     from vledge.targets import TARGETS
 
@@ -21,4 +23,7 @@ def run(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    cpu = host_cpu()
+    print(f"\nCPU: {cpu.model} ({cpu.machine}); INT8-relevant flags: {', '.join(cpu.isa) or 'none known'}")
+    print(f"INT8 here: {cpu.int8_note()}")
     return 0
