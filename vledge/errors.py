@@ -29,6 +29,10 @@ class BundleError(VledgeError):
     """A bundle is missing files, fails its hash check or has an unknown format."""
 
 
+class StreamError(DataError):
+    """A video source cannot be opened, or failed while it was read (a camera gone, a damaged file)."""
+
+
 class BackendUnavailableError(VledgeError):
     """The requested runtime backend or device cannot run on this machine."""
 
