@@ -265,3 +265,23 @@ def test_without_pyav_the_error_names_the_extra(model, tmp_path, monkeypatch):
 def test_one_label_alone_is_refused(model):
     with pytest.raises(ConfigError, match="add negatives"):
         vledge.stream(model, "x.mkv", events=EventConfig.simple([LABEL]))
+
+
+def test_vledge_watch_writes_the_events_as_json_lines(model, tiles, tmp_path, capsys):
+    from vledge.cli import main
+
+    high, low = tiles
+    frames = [tile for tile, n in [(low, 5), (high, 2), (low, 3), (high, 10), (low, 2), (high, 1), (low, 10)]
+              for _ in range(n)]
+    path = write_video(tmp_path / "clip.mkv", frames, fps=10)
+    out = tmp_path / "events.jsonl"
+    negatives = ",".join(n for n in LABEL_NAMES if n != LABEL)
+    code = bounded(lambda: main(["watch", model.info()["path"], str(path), "--labels", LABEL, "--negatives", negatives,
+                                 "--threshold", str(THRESHOLD), "--enter-after", "0.4", "--leave-after", "0.6",
+                                 "--fps", "5", "--out", str(out)]))
+    assert code == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e["kind"], e["frame"], e["label"]) for e in lines] == [("enter", 14, LABEL), ("leave", 30, LABEL)]
+    assert set(lines[0]) >= {"kind", "label", "time", "frame", "score", "since", "region", "box", "wall"}
+    assert bounded(lambda: main(["watch", model.info()["path"], str(tmp_path / "nothing.mkv"), "--labels", "a,b"])) == 2
+    assert "not found" in capsys.readouterr().err
