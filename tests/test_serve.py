@@ -226,3 +226,39 @@ def test_settings_flags_win_over_the_environment_over_defaults():
         ServeConfig.resolve({}, {})
     with pytest.raises(ConfigError, match="max_labels must be positive"):
         ServeConfig(bundle="/b", max_labels=0)
+
+
+def test_vledge_serve_from_the_shell_takes_flags_and_environment(bundle, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VLEDGE_MAX_LABELS": "3", "VLEDGE_PORT": "1"}  # the --port flag wins over VLEDGE_PORT
+    proc = subprocess.Popen([sys.executable, "-m", "vledge", "serve", str(bundle), "--port", str(port), "--preload"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        c = Client(f"http://127.0.0.1:{port}", timeout=5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert c.health()["model_loaded"] is True  # --preload: loaded before the first request
+                break
+            except (ConnectionError, OSError):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.1)
+        with pytest.raises(ServiceError, match="more than 3 labels"):
+            c.classify(png(sample_images(1)[0]), ["a", "b", "c", "d"])
+        c.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the process ends as a signalled one would
+    assert proc.returncode in (0, -signal.SIGTERM) and "shutdown complete" in err, err
+    done = subprocess.run([sys.executable, "-m", "vledge", "serve", str(tmp_path / "absent"), "--preload"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "bundle folder not found" in done.stderr and "Traceback" not in done.stderr
