@@ -29,6 +29,18 @@ class BundleError(VledgeError):
     """A bundle is missing files, fails its hash check or has an unknown format."""
 
 
+class StreamError(DataError):
+    """A video source cannot be opened, or failed while it was read (a camera gone, a damaged file)."""
+
+
+class ServiceError(VledgeError):
+    """A vledge service answered a request with an error status (``status`` and ``reason`` say which)."""
+
+    def __init__(self, message, status=None, reason=None):
+        self.status, self.reason = status, reason
+        super().__init__(message)
+
+
 class BackendUnavailableError(VledgeError):
     """The requested runtime backend or device cannot run on this machine."""
 
