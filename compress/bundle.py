@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vledge.bundle import MANIFEST, BundleManifest, TowerSpec, write_manifest
+from vledge.compress.probes import write_probes
 from vledge.errors import BundleError, ConfigError
 from vledge.images import PreprocessSpec
 from vledge.targets import get_target
@@ -54,6 +55,7 @@ def write_bundle(
     embed_dim: int,
     logit_scale: float,
     labels: dict | None = None,
+    probes=None,
     config: dict,
     metrics: dict,
     provenance: dict,
@@ -67,6 +69,8 @@ def write_bundle(
     ``logit_scale`` is the multiplier of cosine similarities (the exp of a model's learned log scale).
     ``labels``, when given, is a compiled label set: ``{"names": [...], "embeddings": (n, embed_dim)
     float32 L2-normalised, "templates": [...] (optional, the prompts the embeddings were made from)}``.
+    ``probes``, when given, is a :class:`vledge.compress.probes.Probes`: inputs and FP32 embeddings that
+    ``vledge.load`` runs as its self-test.
 
     An existing ``out`` is refused unless ``overwrite``; then it is replaced only once the new bundle
     is complete, and only if it is a bundle (has ``vledge.json``) or an empty folder.
@@ -83,6 +87,7 @@ def write_bundle(
         copied = {kind: _copy_tower(kind, spec, files, staging) for kind, (spec, files) in towers.items()}
         tokenizer.save(staging)
         label_entry = _write_labels(staging, labels, embed_dim) if labels is not None else None
+        probe_entry = write_probes(staging, probes, embed_dim, set(towers)) if probes is not None else None
         manifest = BundleManifest(
             target=target,
             precision=precision,
@@ -92,6 +97,7 @@ def write_bundle(
             preprocess=preprocess,
             tokenizer=tokenizer.spec,
             labels=label_entry,
+            probes=probe_entry,
             config=config,
             metrics=metrics,
             provenance={**provenance, "versions": {**toolchain_versions(), **provenance.get("versions", {})}},

@@ -45,8 +45,9 @@ def label_set(edge, teacher, labels: list[str] | None) -> dict | None:
 
 
 def write_final_bundle(out: Path, teacher, student, verified: Verified, config: CompressConfig, metrics: dict,
-                       teacher_id: str, labels: list[str] | None, overwrite: bool) -> Path:
+                       teacher_id: str, labels: list[str] | None, overwrite: bool, held_out=None) -> Path:
     from vledge.compress.bundle import write_bundle
+    from vledge.compress.probes import bundle_probes
 
     provenance = {
         "teacher": {"path": teacher.source.get("path"), "kind": teacher.source.get("kind"), "sha256": teacher_id},
@@ -56,5 +57,6 @@ def write_final_bundle(out: Path, teacher, student, verified: Verified, config: 
         out, towers=verified.towers, tokenizer=student.tokenizer, preprocess=student.preprocess,
         target=config.target, precision=bundle_precision(verified.towers), embed_dim=student.embed_dim,
         logit_scale=math.exp(student.logit_scale.item()), labels=label_set(verified.edge, teacher, labels),
+        probes=bundle_probes(student, held_out, verified.edge),
         config=config.to_dict(), metrics=metrics, provenance=provenance, overwrite=overwrite,
     )

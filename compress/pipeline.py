@@ -230,7 +230,8 @@ def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, ove
         )
 
     t = time.perf_counter()
-    write_final_bundle(out, teacher_model, student, verified, config, report.metrics, teacher_id, labels, overwrite)
+    write_final_bundle(out, teacher_model, student, verified, config, report.metrics, teacher_id, labels, overwrite,
+                       held_out=held_out)
     rec.add("bundle", f"{out} ({report.metrics['bundle_bytes'] / 1e6:.2f} MB)", t)
     report.out, report.passed = str(out), True
     return report

@@ -71,8 +71,9 @@ def _export(static_batch, static_seq, openvino) -> dict:
 
 
 def build_bundle(out: Path, *, target="cpu", static_batch=None, static_seq=None, openvino=False,
-                 labels=True, overwrite=False, towers=None) -> Path:
-    """A complete bundle of the tiny model at ``out`` (FP32 towers; ``target`` only picks the chain)."""
+                 labels=True, overwrite=False, towers=None, probes=True) -> Path:
+    """A complete bundle of the tiny model at ``out`` (FP32 towers; ``target`` only picks the chain),
+    with self-test probes unless ``probes=False`` (a bundle of an older vledge)."""
     model = tiny_model()
     return write_bundle(
         out,
@@ -84,11 +85,21 @@ def build_bundle(out: Path, *, target="cpu", static_batch=None, static_seq=None,
         embed_dim=model.embed_dim,
         logit_scale=float(model.logit_scale.detach().exp()),
         labels=compiled_labels(model) if labels else None,
+        probes=tiny_probes() if probes else None,
         config={"test": True},
         metrics={},
         provenance={"teacher": "tiny"},
         overwrite=overwrite,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_probes():
+    """The tiny model's probes: picked from seeded sample images and its class prompts."""
+    from vledge.compress.probes import make_probes
+
+    model = tiny_model()
+    return make_probes(model, images=sample_images(16, seed=100), texts=[f"a photo of a {c}." for c in model.labels["classes"]])
 
 
 def sample_images(n: int, seed: int = 0) -> list[np.ndarray]:

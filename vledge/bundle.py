@@ -82,6 +82,8 @@ class BundleManifest:
     preprocess: PreprocessSpec
     tokenizer: TokenizerSpec
     labels: dict | None = None  # {"file": "labels.json", "embeddings": "label_embeddings.npy"}
+    # Self-test probes (runtimes/selftest.py): {"image": {"inputs": ..., "embeddings": ...}, "text": {...}, ...}
+    probes: dict | None = None
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
@@ -100,6 +102,7 @@ class BundleManifest:
             "preprocess": self.preprocess.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "labels": self.labels,
+            **({"probes": self.probes} if self.probes else {}),
             "config": self.config,
             "metrics": self.metrics,
             "provenance": self.provenance,
@@ -126,6 +129,7 @@ class BundleManifest:
                 preprocess=PreprocessSpec.from_dict(d["preprocess"]),
                 tokenizer=TokenizerSpec.from_dict(d["tokenizer"]),
                 labels=d.get("labels"),
+                probes=_probes(d.get("probes")),
                 config=d.get("config", {}),
                 metrics=d.get("metrics", {}),
                 provenance=d.get("provenance", {}),
@@ -134,6 +138,19 @@ class BundleManifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"bundle manifest is incomplete or malformed: {exc!r}") from None
+
+
+def _probes(entry) -> dict | None:
+    if entry is not None and not (isinstance(entry, dict) and all(
+            isinstance(e, dict) and all(isinstance(e.get(k, ""), str) for k in ("inputs", "embeddings"))
+            for e in entry.values())):
+        raise BundleError("the manifest's probes entry is malformed; re-run vledge compress")
+    return entry
+
+
+def probe_files(probes: dict | None) -> list[str]:
+    """The files a manifest's ``probes`` entry names: each tower's probe inputs and reference embeddings."""
+    return [e[key] for e in (probes or {}).values() for key in ("inputs", "embeddings") if key in e]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -185,6 +202,7 @@ def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManif
     referenced = [f for t in manifest.towers.values() for f in t.files] + [manifest.tokenizer.file]
     if manifest.labels:
         referenced += [manifest.labels["file"], manifest.labels["embeddings"]]
+    referenced += probe_files(manifest.probes)
     for rel in list(manifest.files) + referenced:
         safe_join(root, rel)
     for rel in referenced:
