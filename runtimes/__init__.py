@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 from vledge.bundle import MANIFEST, read_manifest, safe_join
-from vledge.errors import BackendUnavailableError, BundleError, CheckpointError, ConfigError
+from vledge.errors import BundleError, CheckpointError, ConfigError
 from vledge.runtimes import onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401  (registration)
 from vledge.runtimes.base import RUNTIMES, Runtime
 from vledge.runtimes.model import EdgeModel, LabelSet, read_label_set
 from vledge.runtimes.selection import BACKEND_DEVICES, READS, choose_placement, readable_chain
+from vledge.runtimes.selftest import check_on_load
+from vledge.runtimes.towers import choose_tower_placements, combine, describe, open_runtimes, tower_requests
 from vledge.targets import TARGETS, Placement
 from vledge.text import TextTokenizer
 
@@ -26,7 +28,8 @@ CHECKPOINT_CONFIG = "config.json"
 
 
 def load(
-    path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, **options
+    path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, *,
+    image_device: str | None = None, text_device: str | None = None, self_test: bool = True, **options
 ) -> EdgeModel:
     """Load a bundle folder (or, with ``backend="torch"``, a checkpoint folder) for inference.
 
@@ -37,7 +40,14 @@ def load(
     to one of ``"onnxruntime"``, ``"openvino"``, ``"torch"``. ``options`` go to the backend
     (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
 
-    Every bundle file is checked against its sha256 before any framework opens it.
+    ``image_device`` / ``text_device`` place one tower elsewhere (spelled as ``device``), e.g.
+    ``device="NPU", text_device="cpu"``: the towers then run on a runtime each.
+
+    Every bundle file is checked against its sha256 before any framework opens it. With ``self_test``
+    (the default) the bundle's probes then run on the chosen placement (``runtimes/selftest.py``): a
+    tower giving NaN/inf, embeddings off their reference or one embedding for every probe moves to the
+    next placement of the chain with a warning, or raises :class:`~vledge.errors.SelfTestError`
+    when ``strict``. ``info()["self_test"]`` says what ran.
     """
     start = time.perf_counter()
     root = Path(path)
@@ -45,14 +55,18 @@ def load(
         RUNTIMES.get(backend)
     is_bundle = (root / MANIFEST).is_file()
     if backend == "torch" or (not is_bundle and (root / CHECKPOINT_CONFIG).is_file()):
+        if image_device or text_device:
+            raise ConfigError("image_device and text_device place a bundle's towers; a checkpoint runs on one device")
         runtime, tokenizer, labels, report = _open_checkpoint(root, device, strict, options)
     else:
-        runtime, tokenizer, labels, report = _open_bundle(root, device, strict, backend, options)
+        towers = {"image_device": image_device, "text_device": text_device, "self_test": self_test}
+        runtime, tokenizer, labels, report = _open_bundle(root, device, strict, backend, options, **towers)
     report = {"path": str(root), **report, "load_seconds": round(time.perf_counter() - start, 4)}
     return EdgeModel(runtime, tokenizer, label_set=labels, report=report)
 
 
-def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, options: dict):
+def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, options: dict, *,
+                 image_device=None, text_device=None, self_test=True):
     manifest = read_manifest(root, verify=True)
     if manifest.target not in TARGETS:
         raise BundleError(
@@ -63,31 +77,32 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
     chain, unreadable = readable_chain(TARGETS.get(manifest.target).chain, formats)
     if backend is not None:
         chain = [p for p in chain if p.backend == backend] or [Placement(backend, BACKEND_DEVICES[backend][0])]
-    wanted_backend = device.split(":", 1)[0] if ":" in device else None
-    for name in filter(None, (backend, wanted_backend)):
+    requests = tower_requests(manifest.towers, device, image_device, text_device)
+    wanted = {d.split(":", 1)[0] for d in requests.values() if ":" in d}
+    for name in filter(None, (backend, *sorted(wanted))):
         RUNTIMES.get(name)  # unknown names fail with a "did you mean"
         if not formats <= READS[name]:
             raise ConfigError(f"the {name} backend cannot open this bundle's {'/'.join(sorted(formats))} towers")
     if not chain:
         raise BundleError(f"no backend of target {manifest.target!r} can open {'/'.join(sorted(formats))} towers")
-    backends = {p.backend for p in chain} | ({wanted_backend} if wanted_backend else set())
-    placement, warnings = choose_placement(chain, _available(backends), device, strict)
+    available = _available({p.backend for p in chain} | wanted)
+    placements, warnings = choose_tower_placements(chain, available, requests, strict)
     for warning in warnings:
         log.warning(warning)
-    runtime = RUNTIMES.get(placement.backend)(root, manifest, placement.device, options, strict=strict)
-    if strict and runtime.device.lower() != placement.device.lower():
-        raise BackendUnavailableError(
-            f"{placement} was listed but could not start (running on {runtime.device}); strict=True: not falling back"
-        )
+    by_kind = open_runtimes(root, manifest, placements, options, strict)
     try:
-        tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file), _tokenizer_spec(runtime))
+        tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file),
+                                            _tokenizer_spec(combine(manifest, by_kind)))
     except CheckpointError as exc:
         raise BundleError(f"{exc}; re-run vledge compress") from None
+    runtime, placements, checked, said = check_on_load(root, manifest, by_kind, placements, tokenizer, chain,
+                                                       available, options, strict, self_test)
     report = {
-        "placement": str(placement),
+        "placement": describe(placements),
         "chain": [str(p) for p in chain],
         "skipped": [f"{p} (cannot open {'/'.join(sorted(formats))})" for p in unreadable],
-        "warnings": warnings + runtime.warnings,
+        "warnings": warnings + runtime.warnings + said,
+        "self_test": checked,
     }
     return runtime, tokenizer, read_label_set(root, manifest), report
 
@@ -111,7 +126,8 @@ def _open_checkpoint(root: Path, device: str, strict: bool, options: dict):
     runtime = TorchRuntime.from_checkpoint(root, placement.device, options)
     labels = runtime.labels
     label_set = LabelSet(list(labels["classes"]), None, list(labels.get("templates") or [])) if labels else None
-    report = {"placement": str(placement), "chain": [str(p) for p in chain], "skipped": [], "warnings": warnings}
+    report = {"placement": str(placement), "chain": [str(p) for p in chain], "skipped": [], "warnings": warnings,
+              "self_test": {"ran": False, "reason": "a checkpoint records no probes"}}
     return runtime, runtime.tokenizer, label_set, report
 
 

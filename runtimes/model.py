@@ -18,6 +18,7 @@ from vledge.cpu import host_cpu
 from vledge.errors import BundleError, ConfigError
 from vledge.images import ImageInput, as_image_list, preprocess
 from vledge.runtimes.base import Runtime
+from vledge.runtimes.towers import TowerRuntimes, tower_placement
 from vledge.text import TextTokenizer, fill_templates
 
 log = logging.getLogger(__name__)
@@ -216,8 +217,9 @@ class EdgeModel:
             "target": m.target,
             "precision": m.precision,
             "embed_dim": m.embed_dim,
-            "towers": {k: {"file": t.file, "format": t.format, "precision": t.precision,
-                           "inputs": self.runtime.input_shapes(k), "requires_isa": t.requires_isa,
+            "towers": {k: {**tower_placement(self.runtime, k), "file": t.file, "format": t.format,
+                           "precision": t.precision, "inputs": self.runtime.input_shapes(k),
+                           "requires_isa": t.requires_isa,
                            **({"runs": runs[k]} if k in runs else {})} for k, t in m.towers.items()},
             "cpu": host_cpu().to_dict(),
             "files": sorted(m.files),
@@ -227,5 +229,6 @@ class EdgeModel:
         }
 
     def __repr__(self) -> str:
-        where = f"{self.runtime.name}:{self.runtime.device}"
+        split = isinstance(self.runtime, TowerRuntimes)
+        where = self._report.get("placement") if split else f"{self.runtime.name}:{self.runtime.device}"
         return f"EdgeModel({self._report.get('path')!s}, {where}, {self.manifest.precision})"

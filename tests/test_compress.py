@@ -114,3 +114,19 @@ def test_a_leftover_work_folder_needs_resume_or_overwrite(bundles, teacher, tmp_
     root, _ = bundles
     with pytest.raises(ConfigError, match="holds an earlier run: pass --resume"):
         compress(teacher, out=tmp_path / "b", config=resolve_config("cpu", overrides=FAST), work_dir=root / "work")
+
+
+def test_every_bundle_records_probes_that_pass_its_self_test(bundles):
+    import vledge
+
+    root, _ = bundles
+    for target in ("cpu", "intel-cpu", "intel-npu", "cuda", "jetson"):
+        manifest = read_manifest(root / target)
+        for kind in ("image", "text"):
+            entry = manifest.probes[kind]
+            assert entry["count"] == 4 and entry["source"] == "held-out" and entry["reference"] == "fp32 student"
+            assert entry["at_compress"]["min_cosine"] is not None
+        images = np.load(root / target / manifest.probes["image"]["inputs"])
+        assert images.dtype == np.uint8 and images.shape[0] == 4 and len({im.tobytes() for im in images}) == 4
+        test = vledge.load(root / target).info()["self_test"]
+        assert test["ran"] and test["failures"] == [], (target, test)

@@ -29,6 +29,11 @@ class BundleError(VledgeError):
     """A bundle is missing files, fails its hash check or has an unknown format."""
 
 
+class SelfTestError(BundleError):
+    """A bundle's towers failed their self-test on load: NaN or inf, embeddings far from the recorded
+    reference, or the same embedding for different inputs, on every placement tried."""
+
+
 class StreamError(DataError):
     """A video source cannot be opened, or failed while it was read (a camera gone, a damaged file)."""
 
