@@ -163,6 +163,17 @@ def test_metrics_say_placement_and_tower_state(client):
     assert metric(client, "vledge_requests_total", endpoint="/v1/embed/text", status="200") >= 1
 
 
+def test_metrics_say_each_towers_own_placement(tmp_path):
+    pytest.importorskip("openvino")
+    bundle = build_bundle(tmp_path / "b", target="intel-cpu")  # ONNX towers: both backends open them
+    with BackgroundServer(ServeConfig(bundle=str(bundle), device="openvino:CPU", text_device="onnxruntime:cpu",
+                                      preload=True)) as running:
+        c = Client(running.url)
+        assert metric(c, "vledge_tower_placement", tower="image", backend="openvino", device="CPU") == 1
+        assert metric(c, "vledge_tower_placement", tower="text", backend="onnxruntime", device="cpu") == 1
+        c.close()
+
+
 def test_loaded_on_first_use_and_unloaded_when_idle(bundle):
     with BackgroundServer(ServeConfig(bundle=str(bundle), idle_unload=0.3)) as running:
         c = Client(running.url)

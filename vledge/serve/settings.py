@@ -20,6 +20,8 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless asked: a device's service is not exposed by default
     port: int = 8765
     device: str = "auto"
+    image_device: str = ""  # place one tower elsewhere (e.g. text_device="cpu" beside device="NPU"); "": device
+    text_device: str = ""
     threads: int = 0  # the backend's threads per tower call (0: its default)
     preload: bool = False  # load the model at start instead of on the first request
     idle_unload: float = 0.0  # seconds without a request before the model is unloaded (0: never)
