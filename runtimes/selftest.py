@@ -8,9 +8,10 @@ reference's, the signature of a graph that returns one embedding for every input
 to the next reachable placement of the target's chain with one warning; ``strict=True`` raises
 :class:`~vledge.errors.SelfTestError` instead, and so does a tower that fails everywhere.
 
-Tolerances, from the probes of INT8, FP16 and 7-bit bundles and of the ISA fallbacks (docs/design.md):
-the worst probe measured 0.9935 (cpu INT8 on the demo student) and the tests' tiny model under INT8
-0.98; a constant or NaN tower is caught by the spread and the finiteness checks whatever its cosines.
+Tolerances, from the probes of INT8, FP16, 7- and 8-bit bundles on every placement here and their ISA
+fallbacks (benchmarks/selftest_probes.py, docs/design.md): the worst healthy probe measured 0.9973 (the
+demo student's NNCF INT8 image tower; the tests' tiny ViT 0.9954), spread ratios 0.93-1.03. A constant
+tower's spread is 0 and a NaN tower is not finite, whatever their cosines.
 """
 
 from __future__ import annotations
