@@ -35,7 +35,8 @@ def bundle(tmp_path):
 def test_written_bundle_lists_and_hashes_every_file(bundle):
     manifest = read_manifest(bundle, verify=True)
     assert sorted(manifest.files) == [
-        "image_encoder.onnx", "label_embeddings.npy", "labels.json", "text_encoder.onnx", "tokenizer.json"]
+        "image_encoder.onnx", "label_embeddings.npy", "labels.json", "probes/image_embeddings.npy",
+        "probes/images.npy", "probes/text_embeddings.npy", "probes/texts.json", "text_encoder.onnx", "tokenizer.json"]
     assert manifest.provenance["teacher"] == "tiny"
     versions = manifest.provenance["versions"]
     assert {"vledge", "onnx", "onnxruntime", "openvino", "torch"} <= set(versions)
