@@ -156,9 +156,14 @@ def test_unusual_labels_classify(model):
 
 @pytest.mark.parametrize("templates, message", [
     (["a photo"], r"prompt template 'a photo' has no \{\} for the label"),
-    (["a photo of a {name}"], r"prompt template 'a photo of a \{name\}' cannot be filled \(KeyError: 'name'\)"),
-    (["a {} {}"], r"prompt template 'a \{\} \{\}' cannot be filled \(IndexError"),
-    (["a {"], r"prompt template 'a \{' cannot be filled \(ValueError"),
+    (["a photo of a {name}"], r"prompt template 'a photo of a \{name\}' has a brace that is not a bare \{\}: a template "
+                              r"takes the label at \{\} and nothing else; double any other brace"),
+    (["a {} {}"], r"prompt template 'a \{\} \{\}' has 2 \{\} where one label goes"),
+    (["a {"], r"prompt template 'a \{' has a brace that is not a bare \{\}"),
+    (["{:>400000000}"], r"prompt template '\{:>400000000\}' has a brace that is not a bare \{\}"),
+    (["{0}", "{!r}"], r"prompt template '\{0\}' has a brace that is not a bare \{\}"),
+    ([b"a {}"], r"prompt templates must be strings, got bytes"),
+    (["a \ud800 {}"], r"a prompt template 'a \\ud800 \{\}' is not valid Unicode: a lone surrogate at character 2"),
     ("a photo of a {}", r"prompt templates must be a list of strings, e.g. \['a photo of a \{\}.'\]"),
 ])
 def test_bad_prompt_templates_are_config_errors(model, templates, message):
