@@ -5,18 +5,21 @@ Backends register themselves here; none imports its framework until it is chosen
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
-from vledge.bundle import MANIFEST, read_manifest, safe_join
+from vledge.bundle import MANIFEST
+from vledge.bundle_files import BundleFiles, parse_json, read_bundle
 from vledge.errors import BackendUnavailableError, BundleError, CheckpointError, ConfigError
+from vledge.label_set import LabelSet, parse_embeddings, parse_label_record
 from vledge.runtimes import onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401  (registration)
 from vledge.runtimes.base import RUNTIMES, Runtime
-from vledge.runtimes.model import EdgeModel, LabelSet, read_label_set
+from vledge.runtimes.model import EdgeModel
 from vledge.runtimes.selection import BACKEND_DEVICES, READS, choose_placement, readable_chain
+from vledge.runtimes.tower_checks import check_towers
 from vledge.targets import TARGETS, Placement
 from vledge.text import TextTokenizer
 
@@ -26,7 +29,8 @@ CHECKPOINT_CONFIG = "config.json"
 
 
 def load(
-    path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, **options
+    path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, *,
+    trusted_keys: Sequence | None = None, manifest_sha256: str | None = None, **options
 ) -> EdgeModel:
     """Load a bundle folder (or, with ``backend="torch"``, a checkpoint folder) for inference.
 
@@ -37,28 +41,41 @@ def load(
     to one of ``"onnxruntime"``, ``"openvino"``, ``"torch"``. ``options`` go to the backend
     (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
 
-    Every bundle file is checked against its sha256 before any framework opens it.
+    Every bundle file is read once, checked against its sha256, and those bytes are what the frameworks
+    get; links, special files and files the manifest does not list are refused. ``trusted_keys`` (paths
+    to Ed25519 public keys, or the keys: see ``vledge keygen``) requires the manifest to be signed by one
+    of them (``vledge sign``); ``manifest_sha256`` pins its exact bytes. Either failing raises
+    :class:`~vledge.errors.UntrustedBundleError` before any framework opens anything.
     """
     start = time.perf_counter()
     root = Path(path)
     if backend is not None:
         RUNTIMES.get(backend)
-    is_bundle = (root / MANIFEST).is_file()
+    is_bundle = os.path.lexists(root / MANIFEST)
     if backend == "torch" or (not is_bundle and (root / CHECKPOINT_CONFIG).is_file()):
+        if trusted_keys is not None or manifest_sha256 is not None:
+            raise ConfigError("trusted_keys and manifest_sha256 check bundles; a checkpoint folder has no signature")
         runtime, tokenizer, labels, report = _open_checkpoint(root, device, strict, options)
     else:
-        runtime, tokenizer, labels, report = _open_bundle(root, device, strict, backend, options)
+        bundle = read_bundle(root, trusted_keys=trusted_keys, manifest_sha256=manifest_sha256)
+        runtime, tokenizer, labels, report = _open_bundle(bundle, device, strict, backend, options)
     report = {"path": str(root), **report, "load_seconds": round(time.perf_counter() - start, 4)}
     return EdgeModel(runtime, tokenizer, label_set=labels, report=report)
 
 
-def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, options: dict):
-    manifest = read_manifest(root, verify=True)
+def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | None, options: dict):
+    root, manifest = bundle.root, bundle.manifest
     if manifest.target not in TARGETS:
         raise BundleError(
-            f"{root / MANIFEST} names target {manifest.target!r}, unknown to this vledge "
+            f"{root / MANIFEST} names target {manifest.target!r:.80}, unknown to this vledge "
             f"(knows: {', '.join(TARGETS.names())}); upgrade vledge"
         )
+    try:
+        tokenizer = TextTokenizer.from_bytes(bundle[manifest.tokenizer.file], manifest.tokenizer,
+                                             str(root / manifest.tokenizer.file))
+    except CheckpointError as exc:
+        raise BundleError(f"{exc}; re-run vledge compress") from None
+    labels = read_label_set(bundle)
     formats = {t.format for t in manifest.towers.values()}
     chain, unreadable = readable_chain(TARGETS.get(manifest.target).chain, formats)
     if backend is not None:
@@ -74,31 +91,32 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
     placement, warnings = choose_placement(chain, _available(backends), device, strict)
     for warning in warnings:
         log.warning(warning)
-    runtime = RUNTIMES.get(placement.backend)(root, manifest, placement.device, options, strict=strict)
+    runtime = RUNTIMES.get(placement.backend)(root, manifest, placement.device, options, strict=strict,
+                                              files=bundle.contents)
     if strict and runtime.device.lower() != placement.device.lower():
         raise BackendUnavailableError(
             f"{placement} was listed but could not start (running on {runtime.device}); strict=True: not falling back"
         )
-    try:
-        tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file), _tokenizer_spec(runtime))
-    except CheckpointError as exc:
-        raise BundleError(f"{exc}; re-run vledge compress") from None
+    check_towers(runtime, tokenizer)
     report = {
         "placement": str(placement),
         "chain": [str(p) for p in chain],
         "skipped": [f"{p} (cannot open {'/'.join(sorted(formats))})" for p in unreadable],
         "warnings": warnings + runtime.warnings,
+        "manifest_sha256": bundle.manifest_sha256,
     }
-    return runtime, tokenizer, read_label_set(root, manifest), report
+    return runtime, tokenizer, labels, report
 
 
-def _tokenizer_spec(runtime: Runtime):
-    """The bundle's tokenizer spec, its max length set to a static text tower's sequence length."""
-    spec = runtime.manifest.tokenizer
-    if "text" not in runtime.manifest.towers:
-        return spec
-    seq = next(iter(runtime.input_shapes("text").values()))[-1]
-    return dataclasses.replace(spec, max_length=seq) if isinstance(seq, int) else spec
+def read_label_set(bundle: BundleFiles) -> LabelSet | None:
+    """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), checked, or None."""
+    manifest = bundle.manifest
+    if not manifest.labels:
+        return None
+    names_file, embeddings_file = manifest.labels["file"], manifest.labels["embeddings"]
+    names, templates = parse_label_record(parse_json(bundle[names_file], names_file), names_file)
+    embeddings = parse_embeddings(bundle[embeddings_file], embeddings_file, names, manifest.embed_dim, names_file)
+    return LabelSet(names, embeddings, templates)
 
 
 def _open_checkpoint(root: Path, device: str, strict: bool, options: dict):

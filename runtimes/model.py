@@ -3,20 +3,17 @@ classification in numpy, over whichever runtime backend was chosen."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from vledge import __version__
-from vledge.bundle import BundleManifest, safe_join
 from vledge.cpu import host_cpu
-from vledge.errors import BundleError, ConfigError
+from vledge.errors import ConfigError
 from vledge.images import ImageInput, as_image_list, preprocess
+from vledge.label_set import LabelSet
 from vledge.runtimes.base import Runtime
 from vledge.text import TextTokenizer, fill_templates
 
@@ -24,35 +21,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 32  # chunk size for dynamic-batch towers: keeps memory flat on long inputs
 _CACHE_SIZE = 8  # label lists whose text embeddings are kept
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Class names, with precomputed embeddings (a bundle's compiled set) and/or the prompt templates."""
-
-    names: list[str]
-    embeddings: np.ndarray | None = None
-    templates: list[str] | None = None
-
-
-def read_label_set(root: Path, manifest: BundleManifest) -> LabelSet | None:
-    """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), or None."""
-    if not manifest.labels:
-        return None
-    try:
-        record = json.loads(safe_join(root, manifest.labels["file"]).read_text())
-        embeddings = np.load(safe_join(root, manifest.labels["embeddings"]), allow_pickle=False)
-        names = record.get("names") or []
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ValueError: bad JSON, or an object array
-        raise BundleError(f"the bundle's compiled label set cannot be read ({exc}); re-run vledge compress") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BundleError(f"{manifest.labels['file']} must list label names as strings; re-run vledge compress")
-    if embeddings.shape != (len(names), manifest.embed_dim):
-        raise BundleError(
-            f"{manifest.labels['embeddings']} has shape {embeddings.shape}, but {manifest.labels['file']} "
-            f"names {len(names)} labels of dimension {manifest.embed_dim}; re-run vledge compress"
-        )
-    return LabelSet(list(names), embeddings.astype(np.float32), record.get("templates"))
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

@@ -29,6 +29,10 @@ class BundleError(VledgeError):
     """A bundle is missing files, fails its hash check or has an unknown format."""
 
 
+class UntrustedBundleError(BundleError):
+    """A bundle is unsigned, signed by no trusted key, or not the manifest that was pinned."""
+
+
 class BackendUnavailableError(VledgeError):
     """The requested runtime backend or device cannot run on this machine."""
 
