@@ -104,6 +104,7 @@ def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | 
         "skipped": [f"{p} (cannot open {'/'.join(sorted(formats))})" for p in unreadable],
         "warnings": warnings + runtime.warnings,
         "manifest_sha256": bundle.manifest_sha256,
+        "signed_by": bundle.signed_by,
     }
     return runtime, tokenizer, labels, report
 

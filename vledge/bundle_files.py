@@ -35,6 +35,7 @@ class BundleFiles:
     manifest: BundleManifest
     manifest_bytes: bytes
     contents: dict[str, bytes]  # bundle-relative path -> bytes, each matching its sha256
+    signed_by: str | None = None  # the id of the trusted key whose signature was verified
 
     @property
     def manifest_sha256(self) -> str:
@@ -66,7 +67,7 @@ def read_bundle(folder: str | os.PathLike, *, verify: bool = True, trusted_keys:
     try:
         manifest_bytes = _read(dir_fd, root, MANIFEST, MAX_MANIFEST_BYTES, missing=(
             f"{root} has no {MANIFEST}: not a vledge bundle (make one with vledge compress)"))
-        _check_trust(dir_fd, root, manifest_bytes, trusted_keys, manifest_sha256)
+        signed_by = _check_trust(dir_fd, root, manifest_bytes, trusted_keys, manifest_sha256)
         manifest = BundleManifest.from_dict(parse_json(manifest_bytes, root / MANIFEST))
         paths = _referenced(manifest)
         for rel in list(manifest.files) + paths:
@@ -87,7 +88,7 @@ def read_bundle(folder: str | os.PathLike, *, verify: bool = True, trusted_keys:
                 contents[rel] = data
     finally:
         os.close(dir_fd)
-    return BundleFiles(root, manifest, manifest_bytes, contents)
+    return BundleFiles(root, manifest, manifest_bytes, contents, signed_by)
 
 
 def parse_json(data: bytes, where) -> object:
@@ -134,7 +135,7 @@ def _referenced(manifest: BundleManifest) -> list[str]:
     return paths
 
 
-def _check_trust(dir_fd: int, root: Path, manifest_bytes: bytes, trusted_keys, manifest_sha256) -> None:
+def _check_trust(dir_fd: int, root: Path, manifest_bytes: bytes, trusted_keys, manifest_sha256) -> str | None:
     if manifest_sha256 is not None:
         if not isinstance(manifest_sha256, str) or len(manifest_sha256) != 64:
             raise ConfigError(f"manifest_sha256 must be 64 hex digits (vledge verify prints it), got {manifest_sha256!r:.80}")
@@ -145,13 +146,15 @@ def _check_trust(dir_fd: int, root: Path, manifest_bytes: bytes, trusted_keys, m
                 "bundle you pinned; refusing to load it"
             )
     if trusted_keys is None:
-        return
-    from vledge.signing import verify_manifest
+        return None
+    from vledge.signing import load_public_keys, verify_manifest
+
+    load_public_keys(trusted_keys)  # a caller's mistake (no keys, a wrong path) before a bundle's
 
     signature = _read(dir_fd, root, SIGNATURE, MAX_SIGNATURE_BYTES, missing=(
         f"{root} is not signed (no {SIGNATURE}) and this load trusts only bundles signed by its trusted keys; "
         "sign it with: vledge sign BUNDLE --key PRIVATE_KEY"), untrusted=True)
-    verify_manifest(manifest_bytes, signature, trusted_keys, where=root)
+    return verify_manifest(manifest_bytes, signature, trusted_keys, where=root)
 
 
 def _read(dir_fd: int, root: Path, relative: str, limit: int | None = None, *, missing: str,

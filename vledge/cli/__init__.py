@@ -9,7 +9,7 @@ import sys
 from vledge import __version__
 from vledge.errors import VledgeError
 
-COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "students")
+COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "students", "keygen", "sign", "verify")
 
 
 def _parser() -> argparse.ArgumentParser:
