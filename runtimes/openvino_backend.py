@@ -89,12 +89,16 @@ class OpenVinoRuntime(Runtime):
         self.check_kind(kind)
         compiled = self._compiled[kind]
 
+        listed = {t.name for t in self.manifest.towers[kind].inputs + self.manifest.towers[kind].outputs}
+
         def describe(ports) -> list[Port]:
             out = []
             for port in ports:
+                # A port can carry several tensor names (NNCF's graphs do); the manifest's is one of them.
+                names = sorted(port.get_names() & listed) or [port.get_any_name()]
                 shape = port.get_partial_shape()
                 dims = None if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
-                out.append(Port(port.get_any_name(), np.dtype(port.get_element_type().to_dtype()).name, dims))
+                out.append(Port(names[0], np.dtype(port.get_element_type().to_dtype()).name, dims))
             return out
 
         return describe(compiled.inputs), describe(compiled.outputs)
