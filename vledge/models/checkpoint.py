@@ -29,8 +29,10 @@ def read_json(path: Path, what: str) -> dict:
         raise CheckpointError(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an integer too long
         raise CheckpointError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{what} {path} is not valid JSON for vledge: nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}")
     return data
