@@ -9,10 +9,11 @@ command -v qemu-x86_64 >/dev/null || { echo "needs qemu-user: apt-get install -y
 work=${WORK:-/tmp/vledge-int8-across-cpus}
 export WORK=$work
 mkdir -p "$work"
-$py benchmarks/int8_across_cpus.py build > "$work/build.json"
-$py benchmarks/int8_across_cpus.py eval > "$work/native.json"
-# QEMU warns on stderr about host features TCG does not model; the results are on stdout.
-QEMU_CPU=EPYC-Rome qemu-x86_64 $py benchmarks/int8_across_cpus.py eval > "$work/emulated.json" 2>/dev/null
+$py benchmarks/int8_across_cpus.py build            # writes $work/build.json
+$py benchmarks/int8_across_cpus.py eval             # $work/native.json
+# QEMU warns on stderr about host features TCG does not model.
+QEMU_CPU=EPYC-Rome qemu-x86_64 $py benchmarks/int8_across_cpus.py eval 2>/dev/null   # $work/emulated.json
+# Others may share the cores: the latencies are ratios within the native run, not absolute times.
 $py - "$work" <<'PY'
 import json, subprocess, sys, datetime
 work = sys.argv[1]

@@ -12,9 +12,17 @@ from vledge.compress.stages import count_parameters
 DEFAULT_TEMPLATES = ("{}",)
 
 
+def weights_on_disk(teacher_path, teacher) -> int:
+    """The teacher's weights on disk: its folder's safetensors (not .train_state/), and with a LoRA adapter
+    both the base model's and the adapter's."""
+    sources = (teacher_path, teacher.source.get("path"), teacher.source.get("adapter"))
+    folders = {Path(p).resolve() for p in sources if p}
+    return sum(p.stat().st_size for folder in folders for p in folder.glob("*.safetensors"))
+
+
 def size_metrics(teacher_path, teacher, student, towers) -> dict:
     """Parameters and bytes of teacher and bundle, and their ratios."""
-    teacher_bytes = sum(p.stat().st_size for p in Path(teacher_path).glob("*.safetensors"))  # not .train_state/
+    teacher_bytes = weights_on_disk(teacher_path, teacher)
     bundle_bytes = sum(f.stat().st_size for _, files in towers.values() for f in files)
     t_params, s_params = count_parameters(teacher), count_parameters(student)
     return {

@@ -164,6 +164,22 @@ def compress(
     return report
 
 
+def _teacher_offer(teacher, train_data, held_out, config: CompressConfig, work: WorkDir, verified, report) -> str:
+    """For a distilled student that failed the gate: what the quantized teacher gives, measured (or why not)."""
+    from vledge.compress.students import TEACHER
+    from vledge.compress.teacher_offer import describe, measure_quantized_teacher
+
+    if config.student == TEACHER:
+        return ""
+    try:
+        offer = measure_quantized_teacher(teacher, train_data, held_out, config, work, verified.report, verified.edge)
+    except Exception as exc:  # the gate's own error must still reach the user
+        log.warning("could not measure the quantized teacher: %s: %s", type(exc).__name__, exc)
+        return " (The teacher itself could not be quantized for comparison; see the log.)"
+    report.metrics["quantized_teacher"] = offer
+    return " " + describe(offer, config.target)
+
+
 def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, overwrite: bool, work: WorkDir | None,
                 allow_pickle: bool) -> CompressReport:
     """All stages on rank 0 (or in a single process); under torchrun the other ranks (``work`` None) help
@@ -212,7 +228,8 @@ def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, ove
         raise VerificationError(
             f"the compressed model loses {verified.report.drop * 100:.2f} points of {verified.report.metric} against "
             f"the teacher (tolerance {config.tolerance * 100:.2f}); work kept in {work.root}. Try a larger "
-            "--student, more distillation epochs, or a higher --tolerance.",
+            "--student, more distillation epochs, or a higher --tolerance."
+            + _teacher_offer(teacher_model, train_data, held_out, config, work, verified, report),
             report=report,
         )
 

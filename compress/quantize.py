@@ -42,8 +42,10 @@ class QuantizeConfig:
     - ``calibration_batch``: batch size of the calibration feeds (static-shape towers use their own).
     - ``per_channel``: per-output-channel weight scales (ONNX Runtime schemes).
     - ``image_op_types``: ONNX op types quantized in image towers (None: the scheme's default).
-    - ``text_op_types``: the same for text towers; MatMul only by default, because static INT8 over
-      every op type wrecked text towers (cosine 0.2-0.3 to FP32) and MatMul alone kept 0.9995.
+    - ``text_op_types``: the same for text towers (None: MatMul, and on ``ort-cpu`` Gather too).
+      Static INT8 over every op type wrecked text towers (cosine 0.2-0.3 to FP32) and MatMul alone
+      kept 0.9995; Gather stores the token embedding table in INT8 (about a sixth of CLIP ViT-B's
+      weights), dequantized after the lookup, at the same cosine.
     - ``keep_fp32``: ONNX node names left in float (the verify gate's recovery for offending layers);
       OpenVINO schemes map them to IR ops, and also take IR op names. A name that matches nothing raises.
     - ``ort_cpu_format``: per tower kind, ``static`` (QOperator U8S8), ``dynamic`` or ``auto``
@@ -59,7 +61,7 @@ class QuantizeConfig:
     calibration_batch: int = 8
     per_channel: bool = True
     image_op_types: list[str] | None = None
-    text_op_types: list[str] | None = field(default_factory=lambda: ["MatMul"])
+    text_op_types: list[str] | None = None
     keep_fp32: list[str] = field(default_factory=list)
     ort_cpu_format: dict[str, str] = field(default_factory=lambda: {"image": "auto", "text": "auto"})
     cpu_preset: str = "auto"

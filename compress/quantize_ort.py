@@ -38,6 +38,9 @@ ORT_CPU_DEFAULT = {
 # weight ops only, as text towers do: quantizing their Add/Mul took a tiny ViT from 0.999 to 0.97.
 CONV_STATIC_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"]
 WEIGHT_OPS = ["Conv", "MatMul", "Gemm"]
+# Text towers: products with weights, and the token embedding table (INT8 storage, dequantized after the
+# lookup): on a tiny CLIP text tower 162 -> 110 KB at the same cosine to FP32 (0.9995).
+TEXT_OPS = ["MatMul", "Gather"]
 QUANTIZED_OPS = (
     "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
     "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
@@ -66,7 +69,7 @@ def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, con
         fmt, reason = config.ort_cpu_format[kind], f"set by QuantizeConfig.ort_cpu_format[{kind!r}]"
     static = fmt == "static"
     preset = host_cpu_preset() if config.cpu_preset == "auto" else config.cpu_preset
-    ops = config.op_types(kind) or _default_ops(onnx_path, static)
+    ops = config.op_types(kind) or _default_ops(onnx_path, kind, static)
     exclude = check_keep_fp32(onnx_path, kind, config)
     fp32_products = [] if static else activation_matmuls(onnx_path)
     qconfig = getattr(AutoQuantizationConfig, preset)(
@@ -93,7 +96,8 @@ def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     require_onnx(onnx_path, "ort-tensorrt")
-    ops = config.op_types(kind) or WEIGHT_OPS
+    # TensorRT's INT8 path is for products; its embedding lookups stay in float.
+    ops = config.op_types(kind) or (["MatMul"] if kind == "text" else WEIGHT_OPS)
     qconfig = AutoQuantizationConfig.tensorrt(
         per_channel=config.per_channel, nodes_to_exclude=check_keep_fp32(onnx_path, kind, config),
         operators_to_quantize=list(ops),
@@ -166,8 +170,10 @@ def activation_matmuls(onnx_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not constants & set(n.input)]
 
 
-def _default_ops(onnx_path: Path, static: bool) -> list[str]:
+def _default_ops(onnx_path: Path, kind: str, static: bool) -> list[str]:
     """Op types when QuantizeConfig gives none for this tower kind (see CONV_STATIC_OPS)."""
+    if kind == "text":
+        return TEXT_OPS
     if not static:
         return ["Conv", "MatMul"]
     return WEIGHT_OPS if has_attention(count_ops(onnx_path)) else CONV_STATIC_OPS

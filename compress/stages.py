@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -83,11 +84,16 @@ def distilled_student(teacher, train_data, config: CompressConfig, work: WorkDir
 
     Under torchrun every rank distils; only the main one (``work`` is None on the others) writes.
     """
-    from vledge.compress.students import build_student, default_student
+    from vledge.compress.students import TEACHER, build_student, default_student
     from vledge.models import load_dual_encoder, save_dual_encoder
     from vledge.train import distributed
 
     name = config.student or default_student(teacher)
+    if name == TEACHER:
+        # Pruning changes its student in place, and the gate still needs the teacher as it was.
+        student = copy.deepcopy(teacher) if config.prune.ratio > 0 else teacher
+        return student, {"summary": f"student teacher ({describe_model(teacher)}): its own towers, no distillation",
+                         "student": TEACHER}, False
     done = _finished(work, "distill", key)
     if done is not None:
         main = distributed.is_main()

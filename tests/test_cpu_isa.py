@@ -168,3 +168,15 @@ def test_a_jetson_bundle_on_an_avx2_cpu_runs_its_qdq_graph_in_float(calibration,
     expected = ort_runner(bundle / "text_encoder.onnx", float_qdq=True)(feed)
     got = model.runtime.run("text", feed)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_flags_this_process_cannot_execute_are_dropped(monkeypatch):
+    """Under QEMU's -cpu, /proc/cpuinfo is the host's: numpy's own CPUID probe has the last word."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    from vledge.cpu import host_cpu
+
+    monkeypatch.setitem(__cpu_features__, "AVX512VNNI", False)
+    monkeypatch.setitem(__cpu_features__, "AVX2", True)
+    cpu = host_cpu.__wrapped__()
+    assert "avx512_vnni" not in cpu.flags and ("avx2" in cpu.flags) == ("avx2" in host_cpu().flags)

@@ -49,3 +49,16 @@ def test_import_and_classify_never_import_torch(bundle):
     assert seen["import vledge.runtimes"] == []
     assert seen["load and classify"] == ["onnxruntime"]
     assert seen["result"] in ("a bag", "a shoe")
+
+
+def test_the_device_pieces_import_their_heavy_packages_only_when_used():
+    heavy = ("torch", "av", "starlette", "uvicorn", "prometheus_client", "python_multipart", "selenium")
+    script = (
+        "import json, sys\n"
+        "import vledge, vledge.events, vledge.video, vledge.serve, vledge.annotate, vledge.relabel\n"
+        "import vledge.cli.watch_cmd, vledge.cli.serve_cmd, vledge.cli.annotate_cmd, vledge.cli.labels_cmd\n"
+        "from vledge.cli import _parser\n"
+        "_parser()\n"
+        f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n"
+    )
+    assert run_fresh(script) == []

@@ -38,8 +38,11 @@ def _bpe_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
-def make_tiny_clip_folder(path, seed: int = 0) -> Path:
-    """Write a seeded random ``CLIPModel`` with its tokenizer and image processor to ``path``."""
+def make_tiny_clip_folder(path, seed: int = 0, width: int = 32, layers: int = 2) -> Path:
+    """Write a seeded random ``CLIPModel`` with its tokenizer and image processor to ``path``.
+
+    ``width`` and ``layers`` size both towers (hidden size, MLP 2x wider); at the default the graphs'
+    own bytes outweigh the weights, so size ratios need a wider one."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
     root = Path(path)
@@ -50,13 +53,13 @@ def make_tiny_clip_folder(path, seed: int = 0) -> Path:
     )
     config = CLIPConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "vocab_size": len(tokenizer), "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
             "num_attention_heads": 2, "max_position_embeddings": MAX_LENGTH,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers, "num_attention_heads": 2,
             "image_size": IMAGE_SIZE, "patch_size": 6,
         },
         projection_dim=16,

@@ -12,6 +12,18 @@ def load(path, device: str = "auto", strict: bool = False, backend: str | None =
                  manifest_sha256=manifest_sha256, **options)
 
 
+def stream(model, source, **options):
+    """Classify the frames of a video file, URL or camera as they come; see :class:`vledge.video.Stream`.
+
+    Returns an iterator of :class:`~vledge.video.FrameResult`. Options: ``labels``, ``templates``,
+    ``events`` (an :class:`~vledge.events.EventConfig`), ``fps``, ``regions``, ``batch_size``, ``live``,
+    ``realtime``, ``timeout``, ``reconnect``. Needs the ``video`` extra (PyAV) when it starts.
+    """
+    from vledge.video.stream import Stream
+
+    return Stream(model, source, **options)
+
+
 def compress(teacher, *, out, target: str = "cpu", **kwargs):
     """Compress a teacher into a verified edge bundle; see :func:`vledge.compress.compress` (needs torch)."""
     from vledge.compress.pipeline import compress as _compress

@@ -32,6 +32,17 @@ class BundleError(VledgeError):
 class UntrustedBundleError(BundleError):
     """A bundle is unsigned, signed by no trusted key, or not the manifest that was pinned."""
 
+class StreamError(DataError):
+    """A video source cannot be opened, or failed while it was read (a camera gone, a damaged file)."""
+
+
+class ServiceError(VledgeError):
+    """A vledge service answered a request with an error status (``status`` and ``reason`` say which)."""
+
+    def __init__(self, message, status=None, reason=None):
+        self.status, self.reason = status, reason
+        super().__init__(message)
+
 
 class BackendUnavailableError(VledgeError):
     """The requested runtime backend or device cannot run on this machine."""

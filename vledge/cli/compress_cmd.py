@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge into --teacher")
     p.add_argument("--target", required=True, help=f"one of: {', '.join(TARGETS.names())}")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--student", default=None, help="a registered student (vledge students); default: the teacher's")
+    p.add_argument("--student", default=None, help="a registered student (vledge students), or \"teacher\" to quantize the teacher itself without distillation; default: the one for the teacher's kind")
     p.add_argument("--data", default=None, help="fashion-mnist (default), digits, a captions file or an image folder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--labels", default=None, help="a file of labels, one per line, to compile into the bundle")

@@ -16,8 +16,9 @@ def _tower(entry: dict) -> str:
 
 
 def run(args) -> int:
-    from vledge.compress.students import DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, list_students
+    from vledge.compress.students import DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION, list_students
 
+    print(f"{TEACHER}\n  {TEACHER_DESCRIPTION}")
     for spec in list_students():
         default = " [default]" if spec.name == DEFAULT_STUDENT else " [default for CLIP]" if spec.name == DEFAULT_CLIP_STUDENT else ""
         print(f"{spec.name}{default}\n  {spec.description}\n  image: {_tower(spec.image_tower)}\n"
