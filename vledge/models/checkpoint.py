@@ -108,6 +108,7 @@ def load_dual_encoder(folder: str | os.PathLike):
     """Read a vledge checkpoint folder written by :func:`save_dual_encoder`."""
     from vledge.models.dual_encoder import DualEncoder
     from vledge.models.image_towers import build_image_tower
+    from vledge.models.size_check import build_checked
     from vledge.models.text_towers import build_text_tower
 
     root = Path(folder)
@@ -119,8 +120,8 @@ def load_dual_encoder(folder: str | os.PathLike):
         )
     try:
         embed_dim = int(config["embed_dim"])
-        image = build_image_tower(config["image_tower"], embed_dim)
-        text = build_text_tower(config["text_tower"], embed_dim)
+        image, text = build_checked(lambda: (build_image_tower(config["image_tower"], embed_dim),
+                                             build_text_tower(config["text_tower"], embed_dim)), root)
         tok_spec = TokenizerSpec.from_dict(config["tokenizer"])
     except VledgeError:
         raise
