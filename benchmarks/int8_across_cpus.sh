@@ -13,6 +13,7 @@ $py benchmarks/int8_across_cpus.py build            # writes $work/build.json
 $py benchmarks/int8_across_cpus.py eval             # $work/native.json
 # QEMU warns on stderr about host features TCG does not model.
 QEMU_CPU=EPYC-Rome qemu-x86_64 $py benchmarks/int8_across_cpus.py eval 2>/dev/null   # $work/emulated.json
+# Others may share the cores: the latencies are ratios within the native run, not absolute times.
 $py - "$work" <<'PY'
 import json, subprocess, sys, datetime
 work = sys.argv[1]

@@ -1,11 +1,13 @@
 """Write a bundle folder atomically: build it in a temporary sibling, then rename it into place.
 
 An exception or interrupt at any point leaves ``out`` as it was and removes the temporary folder, so
-a device never sees half a bundle. No torch here.
+a device never sees half a bundle. Writers take turns on a lock (on ``out``'s parent folder) for the
+final rename, so a second writer never silently replaces the first one's bundle. No torch here.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import importlib.metadata
 import json
@@ -60,6 +62,7 @@ def write_bundle(
     metrics: dict,
     provenance: dict,
     overwrite: bool = False,
+    shared: bool = True,
 ) -> Path:
     """Write a complete bundle to ``out`` and return its path.
 
@@ -72,8 +75,10 @@ def write_bundle(
     ``probes``, when given, is a :class:`vledge.compress.probes.Probes`: inputs and FP32 embeddings that
     ``vledge.load`` runs as its self-test.
 
-    An existing ``out`` is refused unless ``overwrite``; then it is replaced only once the new bundle
-    is complete, and only if it is a bundle (has ``vledge.json``) or an empty folder.
+    An existing ``out`` is refused unless ``overwrite``, also when it appears while this bundle is being
+    written; with ``overwrite`` it is replaced only once the new bundle is complete, and only if it is a
+    bundle (has ``vledge.json``) or an empty folder. ``shared``: readable by other users (folders 0755,
+    files 0644: a service user can load a bundle built by root); else by the owner only (0700, 0600).
     """
     out = Path(out)
     get_target(target)  # unknown names fail here, with a "did you mean"
@@ -103,7 +108,8 @@ def write_bundle(
             provenance={**provenance, "versions": {**toolchain_versions(), **provenance.get("versions", {})}},
         )
         write_manifest(staging, manifest)
-        _move_into_place(staging, out)
+        _set_modes(staging, shared)
+        _move_into_place(staging, out, overwrite)
     except BaseException:  # interrupts too: never leave a half-written folder behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -180,16 +186,43 @@ def _write_labels(staging: Path, labels: dict, embed_dim: int) -> dict:
     return {"file": LABELS_FILE, "embeddings": LABEL_EMBEDDINGS_FILE}
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(staging, out)
-        return
-    # POSIX cannot rename a folder over a non-empty one: move the old one aside, and back on failure.
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
+def _set_modes(folder: Path, shared: bool) -> None:
+    dirs, files = (0o755, 0o644) if shared else (0o700, 0o600)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, dirs if path.is_dir() else files)
+
+
+def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
+    # The lock (on the parent folder: nothing is left behind) makes "is out there? then rename" one step
+    # for vledge writers; a folder made by anything else in between is still never replaced without
+    # overwrite, since a rename onto a non-empty folder fails.
+    parent = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
+        try:
+            fcntl.flock(parent, fcntl.LOCK_EX)
+        except OSError:  # a file system that cannot lock folders (NFS): the checks below still hold, unlocked
+            log.debug("cannot lock %s; renaming %s into place without it", out.parent, out.name)
+        if os.path.lexists(out) and not overwrite:
+            raise BundleError(
+                f"{out} appeared while this bundle was being written (another writer?); it was left as it is: "
+                "choose another folder or pass overwrite=True (--overwrite)"
+            )
+        if not os.path.lexists(out):
+            try:
+                os.rename(staging, out)
+            except OSError as exc:
+                raise BundleError(f"{out} appeared while this bundle was being written ({exc.strerror}); it was left "
+                                  "as it is: choose another folder") from None
+            return
+        _check_destination(out, overwrite)
+        # POSIX cannot rename a folder over a non-empty one: move the old one aside, and back on failure.
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+    finally:
+        os.close(parent)  # releases the lock
     shutil.rmtree(old, ignore_errors=True)

@@ -133,13 +133,13 @@ def compress(
     _check_labels(labels)
     check_writable(out.parent, "--out")
     work = WorkDir(check_writable(Path(work_dir or f"{out}.work"), "--work-dir"))
-    if not resume and any(work.root.iterdir()):
+    if not resume and not work.is_empty():
         if not overwrite:
+            work.close()
             raise ConfigError(
                 f"work folder {work.root} holds an earlier run: pass --resume to continue it or --overwrite to start over"
             )
-        work.remove()
-        work = WorkDir(work.root)
+        work.clear()
     passed = False
     try:
         report = _run_stages(teacher, out, config, adapter, labels, overwrite, work, allow_pickle)
@@ -153,10 +153,14 @@ def compress(
             "(or choose --out and --work-dir on another disk) and run again with --resume"
         ) from None
     finally:
+        if not passed:  # failed: the stages stay for --resume, the lock goes
+            work.close()
         if distributed.is_distributed():
             distributed.broadcast_flag(passed)  # the other ranks wait for rank 0's outcome (see _run_stages)
-    if not keep_work:
-        work.remove()
+    if keep_work:
+        work.close()
+    else:
+        work.remove()  # while still locked: never another run's folder
     return report
 
 

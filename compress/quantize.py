@@ -50,7 +50,8 @@ class QuantizeConfig:
       OpenVINO schemes map them to IR ops, and also take IR op names. A name that matches nothing raises.
     - ``ort_cpu_format``: per tower kind, ``static`` (QOperator U8S8), ``dynamic`` or ``auto``
       (the format measured faster and accurate for that kind, see ``quantize_ort``).
-    - ``cpu_preset``: Optimum's CPU preset (``auto``: chosen from the host CPU).
+    - ``cpu_preset``: Optimum's CPU preset (``auto``: U8S8 on every compressing machine, see
+      ``quantize_ort.default_cpu_preset``; ``avx2`` is Optimum's U8U8).
     - ``weights_only``: OpenVINO schemes compress weights to INT8 without activation quantization.
     - ``weight_bits``: 7 (default) keeps CPU integer towers exact on every x86 CPU; 8 needs VNNI or
       AMX to keep its accuracy (see ``vledge.cpu``), so such a tower records ``requires_isa`` and the

@@ -5,17 +5,19 @@ Backends register themselves here; none imports its framework until it is chosen
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
-from vledge.bundle import MANIFEST, read_manifest, safe_join
+from vledge.bundle import MANIFEST
+from vledge.bundle_files import BundleFiles, parse_json, read_bundle
 from vledge.errors import BundleError, CheckpointError, ConfigError
+from vledge.label_set import LabelSet, parse_embeddings, parse_label_record
 from vledge.runtimes import onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401  (registration)
 from vledge.runtimes.base import RUNTIMES, Runtime
-from vledge.runtimes.model import EdgeModel, LabelSet, read_label_set
+from vledge.runtimes.model import EdgeModel
 from vledge.runtimes.selection import BACKEND_DEVICES, READS, choose_placement, readable_chain
 from vledge.runtimes.selftest import check_on_load
 from vledge.runtimes.towers import choose_tower_placements, combine, describe, open_runtimes, tower_requests
@@ -29,7 +31,8 @@ CHECKPOINT_CONFIG = "config.json"
 
 def load(
     path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, *,
-    image_device: str | None = None, text_device: str | None = None, self_test: bool = True, **options
+    image_device: str | None = None, text_device: str | None = None, self_test: bool = True,
+    trusted_keys: Sequence | None = None, manifest_sha256: str | None = None, **options
 ) -> EdgeModel:
     """Load a bundle folder (or, with ``backend="torch"``, a checkpoint folder) for inference.
 
@@ -40,39 +43,53 @@ def load(
     to one of ``"onnxruntime"``, ``"openvino"``, ``"torch"``. ``options`` go to the backend
     (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
 
+    Every bundle file is read once, checked against its sha256, and those bytes are what the frameworks
+    get; links, special files and files the manifest does not list are refused. ``trusted_keys`` (paths
+    to Ed25519 public keys, or the keys: see ``vledge keygen``) requires the manifest to be signed by one
+    of them (``vledge sign``); ``manifest_sha256`` pins its exact bytes. Either failing raises
+    :class:`~vledge.errors.UntrustedBundleError` before any framework opens anything.
+
     ``image_device`` / ``text_device`` place one tower elsewhere (spelled as ``device``), e.g.
     ``device="NPU", text_device="cpu"``: the towers then run on a runtime each.
 
-    Every bundle file is checked against its sha256 before any framework opens it. With ``self_test``
-    (the default) the bundle's probes then run on the chosen placement (``runtimes/selftest.py``): a
-    tower giving NaN/inf, embeddings off their reference or one embedding for every probe moves to the
-    next placement of the chain with a warning, or raises :class:`~vledge.errors.SelfTestError`
-    when ``strict``. ``info()["self_test"]`` says what ran.
+    With ``self_test`` (the default) the bundle's probes then run on the chosen placement
+    (``runtimes/selftest.py``): a tower giving NaN/inf, embeddings off their reference or one embedding
+    for every probe moves to the next placement of the chain with a warning, or raises
+    :class:`~vledge.errors.SelfTestError` when ``strict``. ``info()["self_test"]`` says what ran.
     """
     start = time.perf_counter()
     root = Path(path)
     if backend is not None:
         RUNTIMES.get(backend)
-    is_bundle = (root / MANIFEST).is_file()
+    is_bundle = os.path.lexists(root / MANIFEST)
     if backend == "torch" or (not is_bundle and (root / CHECKPOINT_CONFIG).is_file()):
+        if trusted_keys is not None or manifest_sha256 is not None:
+            raise ConfigError("trusted_keys and manifest_sha256 check bundles; a checkpoint folder has no signature")
         if image_device or text_device:
             raise ConfigError("image_device and text_device place a bundle's towers; a checkpoint runs on one device")
         runtime, tokenizer, labels, report = _open_checkpoint(root, device, strict, options)
     else:
+        bundle = read_bundle(root, trusted_keys=trusted_keys, manifest_sha256=manifest_sha256)
         towers = {"image_device": image_device, "text_device": text_device, "self_test": self_test}
-        runtime, tokenizer, labels, report = _open_bundle(root, device, strict, backend, options, **towers)
+        runtime, tokenizer, labels, report = _open_bundle(bundle, device, strict, backend, options, **towers)
     report = {"path": str(root), **report, "load_seconds": round(time.perf_counter() - start, 4)}
     return EdgeModel(runtime, tokenizer, label_set=labels, report=report)
 
 
-def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, options: dict, *,
+def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | None, options: dict, *,
                  image_device=None, text_device=None, self_test=True):
-    manifest = read_manifest(root, verify=True)
+    root, manifest = bundle.root, bundle.manifest
     if manifest.target not in TARGETS:
         raise BundleError(
-            f"{root / MANIFEST} names target {manifest.target!r}, unknown to this vledge "
+            f"{root / MANIFEST} names target {manifest.target!r:.80}, unknown to this vledge "
             f"(knows: {', '.join(TARGETS.names())}); upgrade vledge"
         )
+    try:
+        tokenizer = TextTokenizer.from_bytes(bundle[manifest.tokenizer.file], manifest.tokenizer,
+                                             str(root / manifest.tokenizer.file))
+    except CheckpointError as exc:
+        raise BundleError(f"{exc}; re-run vledge compress") from None
+    labels = read_label_set(bundle)
     formats = {t.format for t in manifest.towers.values()}
     chain, unreadable = readable_chain(TARGETS.get(manifest.target).chain, formats)
     if backend is not None:
@@ -89,13 +106,8 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
     placements, warnings = choose_tower_placements(chain, available, requests, strict)
     for warning in warnings:
         log.warning(warning)
-    by_kind = open_runtimes(root, manifest, placements, options, strict)
-    try:
-        tokenizer = TextTokenizer.from_file(safe_join(root, manifest.tokenizer.file),
-                                            _tokenizer_spec(combine(manifest, by_kind)))
-    except CheckpointError as exc:
-        raise BundleError(f"{exc}; re-run vledge compress") from None
-    runtime, placements, checked, said = check_on_load(root, manifest, by_kind, placements, tokenizer, chain,
+    by_kind = open_runtimes(bundle, placements, options, strict, tokenizer)
+    runtime, placements, checked, said = check_on_load(bundle, by_kind, placements, tokenizer, chain,
                                                        available, options, strict, self_test)
     report = {
         "placement": describe(placements),
@@ -103,17 +115,21 @@ def _open_bundle(root: Path, device: str, strict: bool, backend: str | None, opt
         "skipped": [f"{p} (cannot open {'/'.join(sorted(formats))})" for p in unreadable],
         "warnings": warnings + runtime.warnings + said,
         "self_test": checked,
+        "manifest_sha256": bundle.manifest_sha256,
+        "signed_by": bundle.signed_by,
     }
-    return runtime, tokenizer, read_label_set(root, manifest), report
+    return runtime, tokenizer, labels, report
 
 
-def _tokenizer_spec(runtime: Runtime):
-    """The bundle's tokenizer spec, its max length set to a static text tower's sequence length."""
-    spec = runtime.manifest.tokenizer
-    if "text" not in runtime.manifest.towers:
-        return spec
-    seq = next(iter(runtime.input_shapes("text").values()))[-1]
-    return dataclasses.replace(spec, max_length=seq) if isinstance(seq, int) else spec
+def read_label_set(bundle: BundleFiles) -> LabelSet | None:
+    """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), checked, or None."""
+    manifest = bundle.manifest
+    if not manifest.labels:
+        return None
+    names_file, embeddings_file = manifest.labels["file"], manifest.labels["embeddings"]
+    names, templates = parse_label_record(parse_json(bundle[names_file], names_file), names_file)
+    embeddings = parse_embeddings(bundle[embeddings_file], embeddings_file, names, manifest.embed_dim, names_file)
+    return LabelSet(names, embeddings, templates)
 
 
 def _open_checkpoint(root: Path, device: str, strict: bool, options: dict):

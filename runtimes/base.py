@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from pathlib import Path
-from typing import ClassVar
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import ClassVar, Mapping
 
 import numpy as np
 
-from vledge.bundle import BundleManifest, safe_join
+from vledge.bundle import BundleManifest
 from vledge.registry import did_you_mean
-from vledge.errors import ConfigError
+from vledge.errors import BundleError, ConfigError
 from vledge.registry import Registry
 from vledge.runtimes.isa import TowerChoice, choose_tower_file
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of an opened tower, as its framework reports it."""
+
+    name: str
+    dtype: str  # numpy dtype name, or the framework's own name for a type numpy lacks
+    shape: list | None  # ints for static axes, None for dynamic ones; None: even the rank is dynamic
 
 
 class Runtime(ABC):
@@ -29,7 +39,7 @@ class Runtime(ABC):
     option_names: ClassVar[frozenset[str]] = frozenset({"threads"})
 
     def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict,
-                 strict: bool = False):
+                 strict: bool = False, files: Mapping[str, bytes] | None = None):
         unknown = sorted(set(options) - self.option_names)
         if unknown:
             hint = did_you_mean(unknown[0], self.option_names)
@@ -44,6 +54,9 @@ class Runtime(ABC):
         self.strict = strict
         self.tower_choices: dict[str, TowerChoice] = {}
         self.warnings: list[str] = []
+        # The bundle's files as read (and hash-checked) once by vledge.bundle_files: a backend builds its
+        # towers from these bytes and never opens a path, then lets go of them.
+        self._files = dict(files or {})
 
     @classmethod
     @abstractmethod
@@ -58,6 +71,10 @@ class Runtime(ABC):
     @abstractmethod
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the ``"image"`` or ``"text"`` tower; returns unnormalised float32 embeddings (n, dim)."""
+
+    def ports(self, kind: str) -> tuple[list[Port], list[Port]] | None:
+        """The opened tower's inputs and outputs as its framework reports them; None where it reports none."""
+        return None
 
     def input_shapes(self, kind: str) -> dict[str, list]:
         """Each input's shape as the tower runs it: ints for fixed axes, strings for dynamic ones."""
@@ -77,15 +94,30 @@ class Runtime(ABC):
                 f"this bundle has no {kind} tower (it has: {', '.join(sorted(self.manifest.towers))})"
             )
 
-    def _choose_tower(self, kind: str, on_cpu: bool) -> tuple[Path, TowerChoice]:
-        """The path to open for ``kind``: its own file, or its fallback on a CPU that lacks what it needs."""
+    def _choose_tower(self, kind: str, on_cpu: bool) -> tuple[str, TowerChoice]:
+        """The file to run for ``kind``: its own, or its fallback on a CPU that lacks what it needs."""
         self.check_kind(kind)
         choice = choose_tower_file(kind, self.manifest.towers[kind], on_cpu, self.strict)
         if choice.warning:
             log.warning(choice.warning)
             self.warnings.append(choice.warning)
         self.tower_choices[kind] = choice
-        return safe_join(self.bundle_dir, choice.file), choice
+        return choice.file, choice
+
+    def _bytes(self, relative: str) -> bytes:
+        try:
+            return self._files[relative]
+        except KeyError:
+            raise BundleError(f"{relative} was not read with the bundle; load bundles with vledge.load") from None
+
+    def _beside(self, relative: str) -> dict[str, bytes]:
+        """The other files in ``relative``'s folder, by name: what an ONNX graph may name as external data."""
+        folder = PurePosixPath(relative).parent
+        return {PurePosixPath(rel).name: data for rel, data in self._files.items()
+                if PurePosixPath(rel).parent == folder and rel != relative}
+
+    def _done_reading(self) -> None:
+        self._files = {}
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime backend")

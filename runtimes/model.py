@@ -3,23 +3,23 @@ classification in numpy, over whichever runtime backend was chosen."""
 
 from __future__ import annotations
 
-import json
 import logging
+import numbers
 import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Mapping
+from itertools import islice
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from vledge import __version__
-from vledge.bundle import BundleManifest, safe_join
 from vledge.cpu import host_cpu
-from vledge.errors import BundleError, ConfigError
-from vledge.images import ImageInput, as_image_list, preprocess
+from vledge.errors import ConfigError
+from vledge.images import ImageInput, iter_images, preprocess
+from vledge.label_set import LabelSet
 from vledge.runtimes.base import Runtime
 from vledge.runtimes.towers import TowerRuntimes, tower_placement
-from vledge.text import TextTokenizer, fill_templates
+from vledge.text import TextTokenizer, as_text_list, check_text, fill_templates
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +27,34 @@ DEFAULT_BATCH = 32  # chunk size for dynamic-batch towers: keeps memory flat on 
 _CACHE_SIZE = 8  # label lists whose text embeddings are kept
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """Class names, with precomputed embeddings (a bundle's compiled set) and/or the prompt templates."""
-
-    names: list[str]
-    embeddings: np.ndarray | None = None
-    templates: list[str] | None = None
-
-
-def read_label_set(root: Path, manifest: BundleManifest) -> LabelSet | None:
-    """The bundle's compiled label set (``labels.json`` + ``label_embeddings.npy``), or None."""
-    if not manifest.labels:
-        return None
-    try:
-        record = json.loads(safe_join(root, manifest.labels["file"]).read_text())
-        embeddings = np.load(safe_join(root, manifest.labels["embeddings"]), allow_pickle=False)
-        names = record.get("names") or []
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ValueError: bad JSON, or an object array
-        raise BundleError(f"the bundle's compiled label set cannot be read ({exc}); re-run vledge compress") from None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BundleError(f"{manifest.labels['file']} must list label names as strings; re-run vledge compress")
-    if embeddings.shape != (len(names), manifest.embed_dim):
-        raise BundleError(
-            f"{manifest.labels['embeddings']} has shape {embeddings.shape}, but {manifest.labels['file']} "
-            f"names {len(names)} labels of dimension {manifest.embed_dim}; re-run vledge compress"
-        )
-    return LabelSet(list(names), embeddings.astype(np.float32), record.get("templates"))
-
-
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
+
+
+def count(value, name: str) -> int:
+    """``value`` as a whole number of at least 1 (a ``top_k``, a ``batch_size``), else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {type(value).__name__} {value!r:.40}")
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def _chunks(items: Iterator, step: int) -> Iterator[list]:
+    while chunk := list(islice(items, step)):
+        yield chunk
+
+
+def _string_list(values, what: str, example: str) -> list | None:
+    """Labels or templates as given (any iterable but a lone string, bytes or a mapping) as a list; items unchecked."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, bytearray, Mapping)):
+        raise ConfigError(f"{what} must be a list of strings, e.g. {example}")
+    try:
+        return list(values)
+    except TypeError:
+        raise ConfigError(f"{what} must be a list of strings, e.g. {example}; got {type(values).__name__}") from None
 
 
 class EdgeModel:
@@ -93,34 +90,38 @@ class EdgeModel:
         first = next(iter(self.runtime.input_shapes(kind).values()))
         return first[0] if first and isinstance(first[0], int) else None
 
-    def encode_image(self, images: ImageInput | Sequence[ImageInput], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-        """Embed images (PIL images, HWC/HW uint8 arrays or paths; one or many)."""
-        items = as_image_list(images)
-        if not items:
-            raise ConfigError("no images given")
-        step = self._batch.get("image") or batch_size
-        chunks = [preprocess(items[i : i + step], self.manifest.preprocess) for i in range(0, len(items), step)]
-        return self._embed("image", [[c] for c in chunks])
+    def encode_image(self, images: ImageInput | Iterable[ImageInput], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Embed images: paths, PIL images, HWC/HW uint8 arrays or encoded image bytes (PNG, JPEG, ... as
+        ``bytes`` or a binary stream); one, a list, an NHWC array or any iterable (a generator of frames).
+        Images are decoded and embedded chunk by chunk: memory stays flat however many are given."""
+        self.runtime.check_kind("image")
+        step = self._batch.get("image") or count(batch_size, "batch_size")
+        spec = self.manifest.preprocess
+        return self._embed("image", ([preprocess(chunk, spec)] for chunk in _chunks(iter_images(images), step)))
 
     def encode_pixels(self, pixels: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Embed an already preprocessed float32 NCHW batch (what ``vledge.images.preprocess`` returns)."""
-        if pixels.ndim != 4 or len(pixels) == 0:
-            raise ConfigError(f"expected a non-empty NCHW batch of pixels, got shape {pixels.shape}")
-        step = self._batch.get("image") or batch_size
-        return self._embed("image", [[pixels[i : i + step]] for i in range(0, len(pixels), step)])
+        self.runtime.check_kind("image")
+        size = self.manifest.preprocess.image_size
+        if not isinstance(pixels, np.ndarray) or pixels.ndim != 4 or len(pixels) == 0 \
+                or pixels.shape[1:] != (3, size, size) or pixels.dtype.kind not in "fiu":
+            got = f"shape {pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+            raise ConfigError(f"expected a non-empty float32 batch of pixels of shape (n, 3, {size}, {size}) (what "
+                              f"vledge.images.preprocess returns), got {got}")
+        step = self._batch.get("image") or count(batch_size, "batch_size")
+        return self._embed("image", ([pixels[i : i + step]] for i in range(0, len(pixels), step)))
 
-    def encode_text(self, texts: str | Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-        """Embed texts (one string or many); texts longer than the tokenizer's max length are truncated."""
+    def encode_text(self, texts: str | Iterable[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        """Embed texts (one string, or a list or other iterable of them); texts longer than the tokenizer's
+        max length are truncated (and cut before tokenizing, so a huge text costs no more than a long one)."""
         self.runtime.check_kind("text")
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise ConfigError("no texts given")
-        step = self._batch.get("text") or batch_size
-        chunks = [list(self.tokenizer(texts[i : i + step], pad_to_max=self._static_seq))
-                  for i in range(0, len(texts), step)]
-        return self._embed("text", chunks)
+        step = self._batch.get("text") or count(batch_size, "batch_size")
+        texts = as_text_list(texts)
+        return self._embed("text", (list(self.tokenizer(texts[i : i + step], pad_to_max=self._static_seq))
+                                    for i in range(0, len(texts), step)))
 
-    def _embed(self, kind: str, chunks: list[list[np.ndarray]]) -> np.ndarray:
+    def _embed(self, kind: str, chunks: Iterable[list[np.ndarray]]) -> np.ndarray:
+        """The normalised embeddings of ``chunks`` (each the tower's inputs for one batch), run one at a time."""
         specs = self._feed_specs[kind]
         static = self._batch.get(kind)
         out = []
@@ -131,6 +132,8 @@ class EdgeModel:
                 arrays = [np.pad(a, [(0, static - n)] + [(0, 0)] * (a.ndim - 1), mode="edge") for a in arrays]
             feeds = {name: a.astype(dtype, copy=False) for (name, dtype), a in zip(specs, arrays)}
             out.append(self.runtime.run(kind, feeds)[:n])
+        if not out:
+            raise ConfigError(f"no {kind}s given")
         return l2_normalise(out[0] if len(out) == 1 else np.concatenate(out))
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
@@ -154,8 +157,7 @@ class EdgeModel:
         text as is); duplicate labels are dropped with a warning, keeping the first. The label
         embeddings of the last few label lists are cached, so a stream of frames encodes them once.
         """
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
+        top_k = count(top_k, "top_k")
         names, weights = self._label_weights(labels, templates)
         logits = self.encode_image(images) @ weights
         logits -= logits.max(axis=1, keepdims=True)
@@ -165,6 +167,9 @@ class EdgeModel:
         return [[(names[j], row[j]) for j in idx] for row, idx in zip(probs.tolist(), order.tolist())]
 
     def _label_weights(self, labels, templates) -> tuple[list[str], np.ndarray]:
+        # Listed once: a generator of labels is read here, not consumed by the cache key.
+        labels = _string_list(labels, "labels", "['cat', 'dog']")
+        templates = _string_list(templates, "prompt templates", "['a photo of a {}.']")
         try:
             key = (None if labels is None else tuple(labels), None if templates is None else tuple(templates))
             cached = self._label_cache.get(key)
@@ -192,8 +197,10 @@ class EdgeModel:
             if compiled.embeddings is not None and templates is None:
                 return compiled.names, compiled.embeddings
             labels = compiled.names
-        if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        if not all(isinstance(label, str) for label in labels):
             raise ConfigError("labels must be a list of strings, e.g. ['cat', 'dog']")
+        for label in labels:
+            check_text(label, "a label")
         names = list(dict.fromkeys(labels))
         if not names:
             raise ConfigError("labels is empty; pass at least one label")

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
+from vledge.runtimes.base import RUNTIMES, Port, Runtime, as_float32
 from vledge.runtimes.selection import ORT_PROVIDERS, ort_providers
 from vledge.errors import BundleError, ConfigError
 
 log = logging.getLogger(__name__)
 
 _PROVIDER_DEVICE = {provider: device for device, providers in ORT_PROVIDERS.items() for provider in providers[:1]}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+              "tensor(bool)": "bool"}
+# A model built from bytes reads external data from the working directory unless it is given a table of
+# in-memory files; a table with only this entry (no bundle path can be named so) makes any reference fail.
+_NO_EXTERNAL_DATA = "\0no external data"
 
 
 @RUNTIMES.register("onnxruntime")
@@ -35,8 +41,8 @@ class OnnxRuntime(Runtime):
 
         return [_PROVIDER_DEVICE[p] for p in ort.get_available_providers() if p in _PROVIDER_DEVICE]
 
-    def __init__(self, bundle_dir, manifest, device, options, strict=False):
-        super().__init__(bundle_dir, manifest, device, options, strict)
+    def __init__(self, bundle_dir, manifest, device, options, strict=False, files=None):
+        super().__init__(bundle_dir, manifest, device, options, strict, files)
         import onnxruntime as ort
 
         self._ort_version = ort.__version__
@@ -45,6 +51,7 @@ class OnnxRuntime(Runtime):
         for kind in manifest.towers:
             providers = [self._provider_entry(p, kind) for p in names]
             self._sessions[kind] = self._open(ort, kind, providers)
+        self._done_reading()
         # A GPU build lists CUDA even where no GPU or driver is present; the session then runs on CPU.
         used = self._sessions[next(iter(self._sessions))].get_providers()
         if names[0] not in used:
@@ -79,13 +86,28 @@ class OnnxRuntime(Runtime):
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
             opts.inter_op_num_threads = 1
-        path, choice = self._choose_tower(kind, on_cpu=self.device == "cpu")
+        file, choice = self._choose_tower(kind, on_cpu=self.device == "cpu")
         if choice.float_qdq:
             opts.add_session_config_entry("session.disable_quant_qdq", "1")
+        # External data only from the bundle's own (hash-checked) files beside the graph, never from disk.
+        beside = self._beside(file) or {_NO_EXTERNAL_DATA: b"\0"}
+        opts.add_external_initializers_from_files_in_memory(list(beside), list(beside.values()),
+                                                            [len(b) for b in beside.values()])
         try:
-            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            return ort.InferenceSession(self._bytes(file), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types per failure
-            raise BundleError(f"ONNX Runtime cannot open {path.name}: {type(exc).__name__}: {exc}") from None
+            raise BundleError(f"ONNX Runtime cannot open {Path(file).name}: {type(exc).__name__}: {exc}") from None
+
+    def ports(self, kind: str) -> tuple[list[Port], list[Port]]:
+        self.check_kind(kind)
+        session = self._sessions[kind]
+
+        def describe(args) -> list[Port]:
+            return [Port(a.name, _ORT_TYPES.get(a.type, a.type),
+                         None if a.shape is None else [d if isinstance(d, int) else None for d in a.shape])
+                    for a in args]
+
+        return describe(session.get_inputs()), describe(session.get_outputs())
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.check_kind(kind)

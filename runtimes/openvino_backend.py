@@ -7,12 +7,16 @@ import threading
 
 import numpy as np
 
+from vledge.bundle_files import openvino_weights
 from vledge.errors import BundleError, ConfigError
-from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
+from vledge.runtimes.base import RUNTIMES, Port, Runtime, as_float32
 from vledge.runtimes.selection import normalise_available, openvino_device
 
 # Devices that compile only fixed input shapes.
 STATIC_ONLY = {"NPU"}
+# How an ONNX graph's tensor names a file of external data (StringStringEntryProto key "location"):
+# OpenVINO reads ONNX from memory but resolves such files on disk, so a graph that has them is refused.
+_ONNX_EXTERNAL_DATA = b"\x0a\x08location"
 
 
 @RUNTIMES.register("openvino")
@@ -35,8 +39,8 @@ class OpenVinoRuntime(Runtime):
 
         return normalise_available(ov.Core().available_devices)
 
-    def __init__(self, bundle_dir, manifest, device, options, strict=False):
-        super().__init__(bundle_dir, manifest, device, options, strict)
+    def __init__(self, bundle_dir, manifest, device, options, strict=False, files=None):
+        super().__init__(bundle_dir, manifest, device, options, strict, files)
         import openvino as ov
 
         self._ov_version, self._tensor = ov.get_version(), ov.Tensor
@@ -49,16 +53,55 @@ class OpenVinoRuntime(Runtime):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
         self._compiled = {}
         for kind in manifest.towers:
-            path, _ = self._choose_tower(kind, on_cpu=self.device == "CPU")
+            file, _ = self._choose_tower(kind, on_cpu=self.device == "CPU")
+            name = file.rsplit("/", 1)[-1]
+            model = self._read(ov, core, kind, file)
             try:
-                model = core.read_model(str(path))
                 if model.is_dynamic() and (self.device in STATIC_ONLY or self.options.get("static_batch")):
                     model.reshape(self._static_shapes(kind))
                 self._compiled[kind] = core.compile_model(model, self.device, config)
             except Exception as exc:  # OpenVINO raises RuntimeError or its own OVError subclasses
-                raise BundleError(f"OpenVINO cannot compile {path.name} for {self.device}: {exc}") from None
+                raise BundleError(f"OpenVINO cannot compile {name} for {self.device}: {exc}") from None
+        self._done_reading()
         self._inputs = {kind: len(compiled.inputs) for kind, compiled in self._compiled.items()}
         self._local = threading.local()
+
+    def _read(self, ov, core, kind: str, file: str):
+        """The tower's model from the bundle's bytes: an IR's .xml text and .bin weights, or an ONNX graph."""
+        name = file.rsplit("/", 1)[-1]
+        graph = self._bytes(file)
+        try:
+            if self.manifest.towers[kind].format == "onnx":
+                if _ONNX_EXTERNAL_DATA in graph:
+                    raise BundleError(
+                        f"{name} keeps its weights in external data files, which OpenVINO would read from disk "
+                        "unchecked; run this bundle with backend='onnxruntime'"
+                    )
+                return core.read_model(graph)
+            weights = np.frombuffer(self._bytes(openvino_weights(file)), dtype=np.uint8)
+            return core.read_model(graph.decode("utf-8"), ov.Tensor(weights))
+        except BundleError:
+            raise
+        except Exception as exc:  # RuntimeError or OpenVINO's own errors; UnicodeDecodeError for a binary .xml
+            raise BundleError(f"OpenVINO cannot compile {name} for {self.device}: {exc}") from None
+
+    def ports(self, kind: str) -> tuple[list[Port], list[Port]]:
+        self.check_kind(kind)
+        compiled = self._compiled[kind]
+
+        listed = {t.name for t in self.manifest.towers[kind].inputs + self.manifest.towers[kind].outputs}
+
+        def describe(ports) -> list[Port]:
+            out = []
+            for port in ports:
+                # A port can carry several tensor names (NNCF's graphs do); the manifest's is one of them.
+                names = sorted(port.get_names() & listed) or [port.get_any_name()]
+                shape = port.get_partial_shape()
+                dims = None if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
+                out.append(Port(names[0], np.dtype(port.get_element_type().to_dtype()).name, dims))
+            return out
+
+        return describe(compiled.inputs), describe(compiled.outputs)
 
     def _static_shapes(self, kind: str) -> dict[str, list[int]]:
         batch = int(self.options.get("static_batch") or 1)

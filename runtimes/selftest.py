@@ -16,16 +16,16 @@ tower's spread is 0 and a NaN tower is not finite, whatever their cosines.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from vledge.bundle import BundleManifest, safe_join
+from vledge.bundle import BundleManifest
 from vledge.errors import BackendUnavailableError, BundleError, SelfTestError
 from vledge.runtimes.model import EdgeModel
 from vledge.runtimes.selection import is_reachable
@@ -62,19 +62,21 @@ class TowerCheck:
         return {**out, "reason": self.reason} if self.reason else out
 
 
-def read_probes(root: Path, manifest: BundleManifest) -> dict[str, TowerProbes]:
-    """The probes of the bundle's towers (empty for a bundle written before probes were recorded)."""
+def read_probes(bundle) -> dict[str, TowerProbes]:
+    """The probes of the bundle's towers (empty for a bundle written before probes were recorded), from
+    the bytes read and checked at load."""
+    manifest = bundle.manifest
     probes = {}
     for kind, entry in (manifest.probes or {}).items():
         if kind not in manifest.towers:
             continue
         try:
-            reference = np.load(safe_join(root, entry["embeddings"]), allow_pickle=False)
+            reference = np.load(io.BytesIO(bundle[entry["embeddings"]]), allow_pickle=False)
             if kind == "image":
-                inputs = np.load(safe_join(root, entry["inputs"]), allow_pickle=False)
+                inputs = np.load(io.BytesIO(bundle[entry["inputs"]]), allow_pickle=False)
                 ok = inputs.dtype == np.uint8 and inputs.ndim == 4
             else:
-                inputs = json.loads(safe_join(root, entry["inputs"]).read_text(encoding="utf-8"))
+                inputs = json.loads(bundle[entry["inputs"]].decode("utf-8"))
                 ok = isinstance(inputs, list) and all(isinstance(t, str) for t in inputs)
             ok = ok and reference.shape == (len(inputs), manifest.embed_dim) and len(inputs) > 0
             min_cosine = float(entry.get("min_cosine", MIN_COSINE))
@@ -204,20 +206,21 @@ def _after(chain: Sequence[Placement], placement: Placement) -> list[Placement]:
     return list(chain[chain.index(placement) + 1 :]) if placement in chain else list(chain)
 
 
-def check_on_load(root: Path, manifest: BundleManifest, by_kind: dict, placements: dict[str, Placement], tokenizer,
+def check_on_load(bundle, by_kind: dict, placements: dict[str, Placement], tokenizer,
                   chain: Sequence[Placement], available: dict, options: dict, strict: bool, enabled: bool):
     """``vledge.load``'s self-test step: returns the runtime to use, the towers' placements,
     ``info()["self_test"]`` and the warnings said."""
+    root, manifest = bundle.root, bundle.manifest
     if not enabled:
         return combine(manifest, by_kind), placements, {"ran": False, "reason": "self_test=False"}, []
-    probes = read_probes(root, manifest)
+    probes = read_probes(bundle)
     if not probes:
         log.info("%s records no self-test probes (written before vledge recorded them): not checked", root)
         reason = "the bundle records no probes (written by an older vledge compress)"
         return combine(manifest, by_kind), placements, {"ran": False, "reason": reason}, []
 
     def reopen(placement: Placement, kinds: list[str]):
-        return open_runtime(root, manifest, placement, kinds, options, strict)
+        return open_runtime(bundle, placement, kinds, options, strict, tokenizer)
 
     by_kind, placements, report, warnings = self_test(manifest, by_kind, placements, tokenizer, probes, chain,
                                                       available, reopen, strict)

@@ -44,17 +44,24 @@ def choose_tower_placements(chain: Sequence[Placement], available: dict, request
     return chosen, warnings
 
 
-def open_runtime(root: Path, manifest: BundleManifest, placement: Placement, kinds: Sequence[str], options: dict,
-                 strict: bool) -> Runtime:
-    """A runtime for ``kinds`` of the bundle's towers on ``placement``."""
+def open_runtime(bundle, placement: Placement, kinds: Sequence[str], options: dict, strict: bool,
+                 tokenizer=None) -> Runtime:
+    """A runtime for ``kinds`` of the bundle's towers on ``placement``, over the bytes read at load;
+    with ``tokenizer``, its towers are checked against the manifest (``runtimes/tower_checks.py``)."""
+    from vledge.runtimes.tower_checks import check_towers
+
+    manifest = bundle.manifest
     if set(kinds) != set(manifest.towers):
         manifest = dataclasses.replace(manifest, towers={k: manifest.towers[k] for k in kinds})
     cls = RUNTIMES.get(placement.backend)
-    runtime = cls(root, manifest, placement.device, options_for(cls, options), strict=strict)
+    runtime = cls(bundle.root, manifest, placement.device, options_for(cls, options), strict=strict,
+                  files=bundle.contents)
     if strict and runtime.device.lower() != placement.device.lower():
         raise BackendUnavailableError(
             f"{placement} was listed but could not start (running on {runtime.device}); strict=True: not falling back"
         )
+    if tokenizer is not None:
+        check_towers(runtime, tokenizer)
     return runtime
 
 
@@ -66,15 +73,15 @@ def options_for(cls, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in cls.option_names or k not in others}
 
 
-def open_runtimes(root: Path, manifest: BundleManifest, placements: dict[str, Placement], options: dict,
-                  strict: bool) -> dict[str, Runtime]:
+def open_runtimes(bundle, placements: dict[str, Placement], options: dict, strict: bool,
+                  tokenizer=None) -> dict[str, Runtime]:
     """Tower -> runtime: one runtime per distinct placement, shared by the towers placed there."""
     groups: dict[Placement, list[str]] = {}
     for kind, placement in placements.items():
         groups.setdefault(placement, []).append(kind)
     by_kind = {}
     for placement, kinds in groups.items():
-        runtime = open_runtime(root, manifest, placement, kinds, options, strict)
+        runtime = open_runtime(bundle, placement, kinds, options, strict, tokenizer)
         by_kind.update((k, runtime) for k in kinds)
     return by_kind
 

@@ -99,6 +99,11 @@ def test_checkpoints_without_a_recorded_hash_still_load(own):
      r"config.json is not a valid CLIP config: "),
     ("clip", "config.json", lambda c: c["text_config"].update(num_attention_heads=5),
      r"config.json is not a valid CLIP config: embed_dim must be divisible by num_heads"),
+    # A config that does not belong to its weights: its model is sized on torch's meta device, never allocated.
+    ("own", "config.json", lambda c: c["text_tower"].update(hidden_size=100_000, intermediate_size=400_000),
+     r"config.json describes a model of [\d,.]+M parameters, but the weights in .* hold [\d.]+ MB .*refusing to allocate it"),
+    ("clip", "config.json", lambda c: c["vision_config"].update(hidden_size=64_000, intermediate_size=256_000),
+     r"config.json describes a model of [\d,.]+M parameters, but the weights in .* hold [\d.]+ MB"),
     ("clip", "preprocessor_config.json", lambda c: c.update(crop_size="large"),
      r"preprocessor_config.json has a malformed field: ValueError\(\"invalid literal for int"),
     ("clip", "preprocessor_config.json", lambda c: c.update(image_mean=[0.5]),

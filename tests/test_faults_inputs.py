@@ -156,9 +156,14 @@ def test_unusual_labels_classify(model):
 
 @pytest.mark.parametrize("templates, message", [
     (["a photo"], r"prompt template 'a photo' has no \{\} for the label"),
-    (["a photo of a {name}"], r"prompt template 'a photo of a \{name\}' cannot be filled \(KeyError: 'name'\)"),
-    (["a {} {}"], r"prompt template 'a \{\} \{\}' cannot be filled \(IndexError"),
-    (["a {"], r"prompt template 'a \{' cannot be filled \(ValueError"),
+    (["a photo of a {name}"], r"prompt template 'a photo of a \{name\}' has a brace that is not a bare \{\}: a template "
+                              r"takes the label at \{\} and nothing else; double any other brace"),
+    (["a {} {}"], r"prompt template 'a \{\} \{\}' has 2 \{\} where one label goes"),
+    (["a {"], r"prompt template 'a \{' has a brace that is not a bare \{\}"),
+    (["{:>400000000}"], r"prompt template '\{:>400000000\}' has a brace that is not a bare \{\}"),
+    (["{0}", "{!r}"], r"prompt template '\{0\}' has a brace that is not a bare \{\}"),
+    ([b"a {}"], r"prompt templates must be strings, got bytes"),
+    (["a \ud800 {}"], r"a prompt template 'a \\ud800 \{\}' is not valid Unicode: a lone surrogate at character 2"),
     ("a photo of a {}", r"prompt templates must be a list of strings, e.g. \['a photo of a \{\}.'\]"),
 ])
 def test_bad_prompt_templates_are_config_errors(model, templates, message):
@@ -171,3 +176,182 @@ def test_bad_prompt_templates_in_evaluation():
 
     with pytest.raises(ConfigError, match=r"prompt template 'photo' has no \{\} for the label"):
         class_embeddings(None, ["bag"], ["photo"])
+
+
+# --- every kind of input a caller can pass: answered, or a named error
+
+
+def _png_bytes(pixels):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_encoded_image_bytes_and_streams_are_images(model, tmp_path):
+    import io
+
+    pixels = sample_images(1, seed=3)[0]
+    path = tmp_path / "frame.png"
+    path.write_bytes(_png_bytes(pixels))
+    expected = model.encode_image(path)
+    for given in (path.read_bytes(), bytearray(path.read_bytes()), io.BytesIO(path.read_bytes()), open(path, "rb")):
+        np.testing.assert_array_equal(model.encode_image(given), expected)
+    np.testing.assert_array_equal(model.encode_image([path.read_bytes(), pixels])[0], expected[0])
+    with pytest.raises(ImageDecodeError, match=r"cannot decode image <bytes>: not an image format Pillow can read"):
+        model.encode_image(b"not an image")
+    with pytest.raises(ImageDecodeError, match=r"cannot decode image <stream>: not an image format"):
+        model.encode_image(io.BytesIO(b""))
+
+
+@pytest.mark.parametrize("images, error, message", [
+    (None, ConfigError, r"images cannot be None; pass an image"),
+    ([None], ConfigError, r"an image cannot be None"),
+    ([[sample_images(1)[0]]], ConfigError, r"an image cannot be a list \(nested inside the list of images\)"),
+    ([(sample_images(1)[0],)], ConfigError, r"an image cannot be a tuple"),
+    ({"a": 1}, ConfigError, r"images cannot be a mapping"),
+    (42, ConfigError, r"images must be an image \(path, PIL image, uint8 array, encoded bytes\) or a list of them, got int"),
+    ([3.5], ConfigError, r"cannot read an image from a float"),
+    ([], ConfigError, r"no images given"),
+    (iter([]), ConfigError, r"no images given"),
+    (np.zeros((0, 5), np.uint8), ImageDecodeError, r"<array>: has no pixels \(shape \(0, 5\)\)"),
+    (np.zeros((5, 0, 3), np.uint8), ImageDecodeError, r"<array>: has no pixels"),
+    (np.zeros((0, 28, 28, 3), np.uint8), ConfigError, r"no images given"),
+    (Image.new("RGB", (0, 4)), ImageDecodeError, r"<image>: has no pixels \(size 0 x 4\)"),
+    (np.zeros(5, np.uint8), ImageDecodeError, r"expected HW or HWC pixels, got shape \(5,\)"),
+    ("/nonexistent/x.png", ImageDecodeError, r"/nonexistent/x.png: file not found"),
+    ("bad\0path.png", ImageDecodeError, r"cannot open it"),
+])
+def test_image_inputs_of_every_kind(model, images, error, message):
+    with pytest.raises(error, match=message):
+        model.encode_image(images)
+
+
+def test_a_folder_or_fifo_as_an_image_path_never_hangs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from faults import CHILD_ENV
+
+    os.mkfifo(tmp_path / "camera.png")  # a writer that never comes: opening it blocking would wait forever
+    code = ("import sys\nfrom vledge.images import open_image\nfrom vledge.errors import ImageDecodeError\n"
+            "for p in sys.argv[1:]:\n    try:\n        open_image(p)\n    except ImageDecodeError as exc:\n        print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "camera.png"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **CHILD_ENV})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("not a regular file (a folder, FIFO or device); pass image files only") == 2, done.stdout
+
+
+def test_a_generator_of_images_and_of_labels(model):
+    images = sample_images(5, seed=11)
+    expected = model.classify(images, ["bag", "coat", "sneaker"], top_k=2)
+    labels = (name for name in ["bag", "coat", "sneaker"])
+    assert model.classify((im for im in images), labels, top_k=2) == expected
+    assert model.classify(images, iter(["bag", "coat", "sneaker"]), top_k=2) == expected  # cached list, same answer
+    np.testing.assert_array_equal(model.encode_image(im for im in images), model.encode_image(images))
+
+
+@pytest.mark.parametrize("top_k, message", [
+    (2.5, r"top_k must be a whole number, got float 2.5"), ("3", r"top_k must be a whole number, got str '3'"),
+    (True, r"top_k must be a whole number, got bool True"), (None, r"top_k must be a whole number, got NoneType"),
+    (0, r"top_k must be at least 1, got 0"), (-1, r"top_k must be at least 1, got -1"),
+])
+def test_top_k_must_be_a_whole_number(model, top_k, message):
+    with pytest.raises(ConfigError, match=message):
+        model.classify(sample_images(1), ["bag", "coat"], top_k=top_k)
+    assert len(model.classify(sample_images(1), ["bag", "coat"], top_k=np.int64(1))[0]) == 1
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("bag", r"labels must be a list of strings"), (b"bag", r"labels must be a list of strings"),
+    ({"bag": 1}, r"labels must be a list of strings"), (7, r"labels must be a list of strings, e.g. \['cat', 'dog'\]; got int"),
+    (["bag", 3], r"labels must be a list of strings"), ([["bag"]], r"labels must be a list of strings"),
+    (["bag", "\udc80x"], r"a label '\\udc80x' is not valid Unicode: a lone surrogate at character 0"),
+])
+def test_labels_of_the_wrong_kind(model, labels, message):
+    with pytest.raises(ConfigError, match=message):
+        model.classify(sample_images(1), labels)
+
+
+@pytest.mark.parametrize("texts, message", [
+    (None, r"texts must be a string or a list of strings, got NoneType"), (5, r"got int"),
+    (b"a bag", r"texts must be strings, got bytes; decode them first"),
+    ([1, "a"], r"text 0 must be a string, got int"), (["a", None], r"text 1 must be a string, got NoneType"),
+    (["a", b"b"], r"text 1 must be a string, got bytes; decode bytes first"),
+    (["a", ["b"]], r"text 1 must be a string, got list"),
+    (["ok", "bad \ud83d end"], r"text 1 'bad \\ud83d end' is not valid Unicode: a lone surrogate at character 4"),
+    ([], r"no texts given"),
+])
+def test_texts_of_the_wrong_kind(model, texts, message):
+    with pytest.raises(ConfigError, match=message):
+        model.encode_text(texts)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 1.5, "8"])
+def test_batch_size_must_be_a_whole_number(model, batch_size):
+    with pytest.raises(ConfigError, match=r"batch_size must be"):
+        model.encode_image(sample_images(2), batch_size=batch_size)
+    with pytest.raises(ConfigError, match=r"batch_size must be"):
+        model.encode_text(["a", "b"], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((2, 3, 32, 32), np.float32), np.zeros((3, 28, 28), np.float32),
+                                    np.zeros((0, 3, 28, 28), np.float32), [[0.0]], np.zeros((1, 3, 28, 28), complex)])
+def test_preprocessed_pixels_of_the_wrong_shape(model, pixels):
+    with pytest.raises(ConfigError, match=r"expected a non-empty float32 batch of pixels of shape \(n, 3, 28, 28\)"):
+        model.encode_pixels(pixels)
+
+
+def test_a_ten_megabyte_text_is_cut_before_tokenizing(model):
+    import time
+
+    huge = "a photo of a bag " + "x" * 10_000_000
+    start = time.perf_counter()
+    got = model.encode_text(huge)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, f"{elapsed:.2f} s"  # 82 s when the whole string was tokenized
+    np.testing.assert_allclose(got, model.encode_text("a photo of a bag " + "x" * 2_000), atol=1e-6)
+
+
+def test_memory_is_flat_in_the_number_of_images(model):
+    import tracemalloc
+
+    frames = list(np.random.default_rng(0).integers(0, 256, (4096, 28, 28), dtype=np.uint8))
+
+    def peak(n):
+        tracemalloc.start()
+        model.encode_image(frames[:n], batch_size=32)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(64), peak(4096)
+    # All chunks prepared first held 4096 x 3 x 28 x 28 float32 (38.5 MB); chunk by chunk it is one chunk
+    # (0.3 MB) plus the embeddings (4096 x 16 float32: 0.26 MB, and their copies).
+    assert large < small + 4_000_000, (small, large)
+
+
+def test_a_text_only_bundle_classifies_with_a_clear_error(tmp_path):
+    import json
+
+    bundle = build_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "vledge.json").read_text())
+    del manifest["towers"]["image"]
+    (bundle / "vledge.json").write_text(json.dumps(manifest))
+    model = vledge.load(bundle)
+    assert model.encode_text("a bag").shape == (1, 16)
+    for call in (lambda: model.classify(sample_images(1)), lambda: model.encode_image(sample_images(1)),
+                 lambda: model.encode_pixels(np.zeros((1, 3, 28, 28), np.float32))):
+        with pytest.raises(ConfigError, match=r"this bundle has no image tower \(it has: text\)"):
+            call()
+
+
+def test_a_teacher_config_nested_too_deeply(tmp_path):
+    from vledge.errors import CheckpointError
+    from vledge.models import load_teacher
+
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match=r"model config .*config.json is not valid JSON for vledge: nested too deeply"):
+        load_teacher(tmp_path)

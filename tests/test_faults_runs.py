@@ -105,7 +105,8 @@ def test_sigint_then_sigkill_mid_stage_leave_no_bundle_and_resume_gives_the_same
     err = "".join(seen) + rest
     assert first.returncode == 130 and "vledge compress: interrupted" in err and "Traceback" not in err, err
     assert "vledge.compress.pipeline: distill:" not in err  # it stopped inside the stage
-    assert leftovers(out) == ["bundle.work"] and list(work.iterdir()) == []  # nothing finished, nothing half-kept
+    assert leftovers(out) == ["bundle.work"]
+    assert [p.name for p in work.iterdir()] == [".lock"]  # nothing finished, nothing half-kept: only the run's lock
 
     # 2. --resume, killed (SIGKILL: no cleanup at all) while exporting or quantizing.
     with open(tmp_path / "second.log", "w") as log:

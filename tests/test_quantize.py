@@ -20,7 +20,7 @@ import pytest
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
 from vledge.compress.quantize import QuantizeConfig, count_ops, quantize_tower
-from vledge.compress.quantize_ort import activation_matmuls, host_cpu_preset
+from vledge.compress.quantize_ort import activation_matmuls, default_cpu_preset
 from vledge.cpu import host_cpu
 from vledge.data.base import Subset
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
@@ -134,7 +134,7 @@ def test_ort_cpu_static_quantizes_every_conv_of_a_conv_tower(towers, tmp_path, c
     assert counts.get("QLinearConv") == count_ops(towers.fp32["conv"])["Conv"] and "Conv" not in counts
     assert counts.get("QLinearAdd", 0) > 0  # conv towers keep residual chains in INT8
     q = spec.quantization
-    assert q["format"] == "QOperator" and q["activations"] == "QUInt8 asymmetric" and q["preset"] == host_cpu_preset()
+    assert q["format"] == "QOperator" and q["activations"] == "QUInt8 asymmetric" and q["preset"] == default_cpu_preset()
     # The in-sample check is recorded, and a low one is said out loud.
     assert q["cosine_to_fp32"]["mean"] < 0.99 and "ort-cpu image tower keeps only cosine" in caplog.text
     # The width-0.25 MobileNet (8-24 channels) is the worst case: measured 0.934 mean, 0.52 worst.

@@ -3,11 +3,13 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "auto", strict: bool = False, backend: str | None = None, **options):
+def load(path, device: str = "auto", strict: bool = False, backend: str | None = None, *, trusted_keys=None,
+         manifest_sha256: str | None = None, **options):
     """Load a bundle for inference; see :func:`vledge.runtimes.load`. Imports no framework until called."""
     from vledge.runtimes import load as _load
 
-    return _load(path, device=device, strict=strict, backend=backend, **options)
+    return _load(path, device=device, strict=strict, backend=backend, trusted_keys=trusted_keys,
+                 manifest_sha256=manifest_sha256, **options)
 
 
 def stream(model, source, **options):

@@ -1,7 +1,7 @@
 """The bundle: one self-describing folder (``vledge.json`` + tower files + tokenizer).
 
-Reading a bundle checks its format version, that every path stays inside the folder and that every
-file matches its sha256, before any file is handed to a runtime. No torch here.
+The manifest's dataclasses and their JSON form (every field checked by ``vledge.manifest_checks``);
+reading a folder, once and without following links, is ``vledge.bundle_files``. No torch here.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from pathlib import Path
 
 from vledge.errors import BundleError
 from vledge.images import PreprocessSpec
+from vledge.manifest_checks import check_manifest, is_int
 from vledge.text import TokenizerSpec
 
 MANIFEST = "vledge.json"
+SIGNATURE = "vledge.sig"  # beside the manifest, never listed in it: it signs the manifest's bytes
+# Folders a runtime writes into the bundle by itself (ONNX Runtime's TensorRT engine cache by default).
+RUNTIME_FOLDERS = frozenset({".trt_cache"})
 FORMAT = "vledge-bundle"
 FORMAT_VERSION = 1
 
@@ -48,8 +52,8 @@ class TowerSpec:
             file=d["file"],
             format=d["format"],
             precision=d["precision"],
-            inputs=[TensorSpec(**t) for t in d["inputs"]],
-            outputs=[TensorSpec(**t) for t in d["outputs"]],
+            inputs=[TensorSpec(t["name"], t["dtype"], list(t["shape"])) for t in d["inputs"]],
+            outputs=[TensorSpec(t["name"], t["dtype"], list(t["shape"])) for t in d["outputs"]],
             quantization=d.get("quantization", {}),
             requires_isa=list(d["requires_isa"]) if "requires_isa" in d else _legacy_requirement(d),
             fallback=d.get("fallback"),
@@ -111,14 +115,18 @@ class BundleManifest:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BundleManifest":
+        """The manifest ``d`` (parsed JSON), every field checked first (``vledge.manifest_checks``)."""
+        if not isinstance(d, dict):
+            raise BundleError(f"{MANIFEST} must hold a JSON object, not a {type(d).__name__}; re-run vledge compress")
         if d.get("format") != FORMAT:
-            raise BundleError(f"not a vledge bundle manifest (format={d.get('format')!r})")
+            raise BundleError(f"not a vledge bundle manifest (format={d.get('format')!r:.80})")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if not is_int(version) or version != FORMAT_VERSION:
             raise BundleError(
-                f"bundle format version {version!r} is not supported by this vledge "
+                f"bundle format version {version!r:.80} is not supported by this vledge "
                 f"(reads version {FORMAT_VERSION}); re-run vledge compress or upgrade vledge"
             )
+        check_manifest(d)
         try:
             return cls(
                 target=d["target"],
@@ -136,7 +144,7 @@ class BundleManifest:
                 files=dict(d.get("files", {})),
                 format_version=version,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # checked above: a safety net, not the message users see
             raise BundleError(f"bundle manifest is incomplete or malformed: {exc!r}") from None
 
 
@@ -172,12 +180,14 @@ def safe_join(root: Path, relative: str) -> Path:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: BundleManifest) -> Path:
-    """Hash every file in ``folder`` (except the manifest) into the manifest and write it."""
+    """Hash every file in ``folder`` (except the manifest, its signature and a runtime's cache) into the
+    manifest and write it."""
     root = Path(folder)
     manifest.files = {
         p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, SIGNATURE)
+        and p.relative_to(root).parts[0] not in RUNTIME_FOLDERS
     }
     path = root / MANIFEST
     path.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
@@ -185,40 +195,11 @@ def write_manifest(folder: str | os.PathLike, manifest: BundleManifest) -> Path:
 
 
 def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManifest:
-    """Read ``vledge.json``; with ``verify``, check every listed file exists and matches its sha256."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise BundleError(f"bundle folder not found: {root}")
-    path = root / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{root} has no {MANIFEST}: not a vledge bundle (make one with vledge compress)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{path} must hold a JSON object, not a {type(data).__name__}; re-run vledge compress")
-    manifest = BundleManifest.from_dict(data)
-    referenced = [f for t in manifest.towers.values() for f in t.files] + [manifest.tokenizer.file]
-    if manifest.labels:
-        referenced += [manifest.labels["file"], manifest.labels["embeddings"]]
-    referenced += probe_files(manifest.probes)
-    for rel in list(manifest.files) + referenced:
-        safe_join(root, rel)
-    for rel in referenced:
-        if rel not in manifest.files:
-            raise BundleError(f"{rel} is used by the bundle but has no sha256 in {MANIFEST}")
-    if verify:
-        for rel, expected in manifest.files.items():
-            file = safe_join(root, rel)
-            if not file.is_file():
-                raise BundleError(f"bundle file {rel} is missing from {root}; re-run vledge compress")
-            if sha256_file(file) != expected:
-                raise BundleError(
-                    f"bundle file {rel} does not match its sha256 in {MANIFEST}: "
-                    "it was changed after export; refusing to load it"
-                )
-    return manifest
+    """Read ``vledge.json``; with ``verify``, check the folder holds only listed files, each matching its sha256
+    (see :func:`vledge.bundle_files.read_bundle`, which also keeps the bytes it read)."""
+    from vledge.bundle_files import read_bundle
+
+    return read_bundle(folder, verify=verify).manifest
 
 
 def folder_fingerprint(*folders: str | os.PathLike) -> str:

@@ -79,12 +79,27 @@ def parse_cpuinfo(text: str, machine: str) -> CpuInfo:
     return CpuInfo(model or machine, machine, frozenset(flags))
 
 
+# /proc/cpuinfo names -> numpy's names for the same CPUID bits.
+_NUMPY_NAMES = {"avx2": "AVX2", "fma": "FMA3", "avx512f": "AVX512F", "avx512bw": "AVX512BW",
+                "avx512_vnni": "AVX512VNNI", "avx512_bf16": "AVX512BF16"}
+
+
 @functools.lru_cache(maxsize=1)
 def host_cpu() -> CpuInfo:
-    """This machine's CPU (Linux reads ``/proc/cpuinfo``; elsewhere the flags are unknown and empty)."""
+    """This machine's CPU (Linux reads ``/proc/cpuinfo``; elsewhere the flags are unknown and empty).
+
+    Flags that numpy's own CPUID probe says this process cannot execute are dropped: under a
+    user-mode emulator (QEMU's ``-cpu``) /proc/cpuinfo describes the host, not the emulated CPU.
+    """
     machine = platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            return parse_cpuinfo(fh.read(), machine)
+            cpu = parse_cpuinfo(fh.read(), machine)
     except OSError:
         return CpuInfo(platform.processor() or machine, machine, frozenset())
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as probed
+    except ImportError:  # another numpy layout: keep what /proc/cpuinfo says
+        return cpu
+    absent = {flag for flag, name in _NUMPY_NAMES.items() if probed.get(name) is False}
+    return CpuInfo(cpu.model, cpu.machine, cpu.flags - absent)

@@ -29,6 +29,10 @@ class BundleError(VledgeError):
     """A bundle is missing files, fails its hash check or has an unknown format."""
 
 
+class UntrustedBundleError(BundleError):
+    """A bundle is unsigned, signed by no trusted key, or not the manifest that was pinned."""
+
+
 class SelfTestError(BundleError):
     """A bundle's towers failed their self-test on load: NaN or inf, embeddings far from the recorded
     reference, or the same embedding for different inputs, on every placement tried."""

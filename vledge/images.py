@@ -5,8 +5,12 @@ Training, evaluation and every runtime call ``preprocess`` so the transform is o
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import io
 import os
+import stat
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Sequence, Union
 
@@ -15,7 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vledge.errors import ConfigError, ImageDecodeError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+# Encoded image data (PNG, JPEG, ... bytes, or a binary stream such as BytesIO) is one image too.
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, io.IOBase]
+_BYTES = (bytes, bytearray, memoryview)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 # Pillow's guard raises past twice this; 50 MP is more than any camera frame we expect.
@@ -75,8 +81,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def open_image(source: ImageInput) -> Image.Image:
-    """Decode one image from a path, PIL image or HWC/HW uint8 array into an RGB PIL image."""
+    """Decode one image from a path, PIL image, HWC/HW uint8 array, encoded bytes or a binary stream into an
+    RGB PIL image. Paths must name regular files: a FIFO or a device is refused, never read (a read could hang)."""
     if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise ImageDecodeError("<image>", f"has no pixels (size {source.size[0]} x {source.size[1]})")
         return _to_rgb(source)
     if isinstance(source, np.ndarray):
         arr = source
@@ -90,24 +99,62 @@ def open_image(source: ImageInput) -> Image.Image:
             arr = arr[:, :, 0]
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
             raise ImageDecodeError("<array>", f"expected HW or HWC pixels, got shape {arr.shape}")
+        if arr.size == 0:
+            raise ImageDecodeError("<array>", f"has no pixels (shape {arr.shape})")
         return _to_rgb(Image.fromarray(arr))
+    if isinstance(source, _BYTES):
+        return _decode(io.BytesIO(bytes(source)), "<bytes>")
+    if hasattr(source, "read"):
+        return _decode(source, "<stream>")
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(source)
+    if source is None or isinstance(source, (list, tuple)):
+        what = "None" if source is None else f"a {type(source).__name__} (nested inside the list of images)"
+        raise ConfigError(f"an image cannot be {what}; pass a path, PIL image, uint8 array or encoded bytes, or a flat "
+                          "list of them")
+    raise ConfigError(f"cannot read an image from a {type(source).__name__}; pass a path, PIL image, HW/HWC uint8 "
+                      "array or encoded image bytes")
+
+
+def _open_path(source) -> Image.Image:
     path = os.fspath(source)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_rgb(img)
+        # NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ImageDecodeError(path, "file not found") from None
+    except (OSError, ValueError, TypeError) as exc:  # ValueError: a NUL in the path
+        raise ImageDecodeError(path, f"cannot open it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(path, "not a regular file (a folder, FIFO or device); pass image files only")
+        if info.st_size == 0:
+            raise ImageDecodeError(path, "file is empty (0 bytes)")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        return _decode(fh, path)
+
+
+def _decode(stream, name: str) -> Image.Image:
+    try:
+        with Image.open(stream) as img:
+            img.load()
+            if 0 in img.size:
+                raise ImageDecodeError(name, f"has no pixels (size {img.size[0]} x {img.size[1]})")
+            return _to_rgb(img)
     except UnidentifiedImageError:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise ImageDecodeError(path, "file is empty (0 bytes)") from None
         raise ImageDecodeError(
-            path, "not an image format Pillow can read (wrong extension or corrupt header)"
+            name, "not an image format Pillow can read (wrong extension or corrupt header)"
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, f"image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(path, f"{type(exc).__name__}: {exc}") from None
+        raise ImageDecodeError(name, f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        raise ImageDecodeError(name, f"{type(exc).__name__}: {exc}") from None
 
 
 def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -179,13 +226,26 @@ def _at_size(source, spec: PreprocessSpec) -> bool:
     )
 
 
-def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list:
-    """One image (a path, PIL image, or HW / HWC array) as a list of one; a sequence or NHWC array as a list."""
+def iter_images(images) -> Iterator:
+    """One image (a path, PIL image, HW / HWC array, encoded bytes or stream) as an iterator of one; a
+    sequence, an NHWC array or any other iterable (a generator of frames) item by item, without listing it."""
     if isinstance(images, np.ndarray):
-        return [images] if images.ndim in (2, 3) else list(images)
-    if isinstance(images, (str, Image.Image, os.PathLike)):
-        return [images]
-    return list(images)
+        return iter([images]) if images.ndim <= 3 else iter(images)
+    if isinstance(images, (str, os.PathLike, Image.Image, *_BYTES)) or hasattr(images, "read"):
+        return iter([images])
+    if images is None or isinstance(images, Mapping):
+        raise ConfigError(f"images cannot be {'None' if images is None else 'a mapping'}; pass an image (path, PIL "
+                          "image, uint8 array, encoded bytes) or a list of them")
+    try:
+        return iter(images)
+    except TypeError:
+        raise ConfigError(f"images must be an image (path, PIL image, uint8 array, encoded bytes) or a list of them, "
+                          f"got {type(images).__name__}") from None
+
+
+def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list:
+    """One image as a list of one; a sequence, NHWC array or other iterable as a list."""
+    return list(iter_images(images))
 
 
 def preprocess(images: ImageInput | Sequence[ImageInput], spec: PreprocessSpec) -> np.ndarray:

@@ -55,7 +55,7 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
     no text tower, ConfigError for bad names (empty, duplicates, not strings).
     """
     import vledge
-    from vledge.compress.bundle import _move_into_place, _write_labels
+    from vledge.compress.bundle import _move_into_place, _set_modes, _write_labels
 
     start = time.perf_counter()
     root = Path(bundle)
@@ -82,7 +82,8 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
             "compiled_by": f"vledge {vledge.__version__} labels", "count": len(names), "source": source,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
         write_manifest(staging, manifest)
-        _move_into_place(staging, root)
+        _set_modes(staging, _is_shared(root))
+        _move_into_place(staging, root, overwrite=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -90,6 +91,11 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
     seconds = round(time.perf_counter() - start, 3)
     log.info("compiled %d labels x %d templates into %s in %.2f s", len(names), len(templates), root, seconds)
     return {"names": names, "templates": templates, "seconds": seconds}
+
+
+def _is_shared(root: Path) -> bool:
+    """Keep the bundle's own permissions: readable by others if it was."""
+    return bool(root.stat().st_mode & 0o004)
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

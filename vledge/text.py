@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
@@ -12,6 +13,13 @@ import numpy as np
 from vledge.errors import CheckpointError, ConfigError
 
 TOKENIZER_FILE = "tokenizer.json"
+_TEMPLATE_TOKENS = re.compile(r"\{\{|\}\}|\{\}|[{}]")
+_FILL = {"{{": "{", "}}": "}"}
+# Texts are cut to this many characters per token position before tokenizing: tokenizing is linear in the
+# text (a 10 MB string took 82 s) and only the first max_length tokens are kept. A token rarely spans more
+# than a word, so only a text whose first max_length tokens need more characters than this (thousands of
+# spaces or control characters between words) embeds differently from the text tokenized whole.
+CHARS_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,22 @@ class TextTokenizer:
         self._tok.enable_truncation(spec.max_length)
 
     @classmethod
+    def from_bytes(cls, data: bytes, spec: TokenizerSpec, where: str) -> "TextTokenizer":
+        """A tokenizer from the bytes of its ``tokenizer.json`` (read once by the caller); ``where`` names them."""
+        from tokenizers import Tokenizer
+
+        try:
+            tok = Tokenizer.from_str(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"cannot read tokenizer {where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise CheckpointError(f"cannot read tokenizer {where}: {exc}") from None
+        vocab = tok.get_vocab_size(with_added_tokens=True)
+        if spec.pad_id >= vocab:
+            raise CheckpointError(f"tokenizer {where} has {vocab} tokens, so its pad_id {spec.pad_id} is no token of it")
+        return cls(tok, spec)
+
+    @classmethod
     def from_file(cls, path: str | os.PathLike, spec: TokenizerSpec) -> "TextTokenizer":
         from tokenizers import Tokenizer
 
@@ -62,13 +86,9 @@ class TextTokenizer:
         return self._tok
 
     def __call__(self, texts: str | Sequence[str], pad_to_max: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ConfigError("no texts given")
-        if not all(isinstance(t, str) for t in texts):
-            raise ConfigError("texts must be strings")
+        texts = as_text_list(texts)
+        limit = CHARS_PER_TOKEN * self.spec.max_length
+        texts = [check_text(t[:limit] if isinstance(t, str) else t, f"text {i}") for i, t in enumerate(texts)]
         encodings = self._tok.encode_batch(texts)
         width = self.spec.max_length if pad_to_max else max(len(e.ids) for e in encodings)
         ids = np.full((len(texts), width), self.spec.pad_id, dtype=np.int64)
@@ -85,21 +105,71 @@ class TextTokenizer:
         return path
 
 
+def as_text_list(texts) -> list:
+    """One string as a list of one; any other iterable (a list, a generator) as a list. Items are not checked."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise ConfigError("texts must be strings, got bytes; decode them first, e.g. data.decode('utf-8')")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise ConfigError(f"texts must be a string or a list of strings, got {type(texts).__name__}") from None
+    if not texts:
+        raise ConfigError("no texts given")
+    return texts
+
+
+def check_text(text, what: str = "a text") -> str:
+    """``text`` if it is a string that UTF-8 can encode (no lone surrogates); else a ConfigError naming ``what``."""
+    if not isinstance(text, str):
+        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
+        raise ConfigError(f"{what} must be a string, got {type(text).__name__}{hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{what} {text[:40]!r} is not valid Unicode: a lone surrogate at character {exc.start}; "
+            "decode text with errors='replace' (or fix the source) first"
+        ) from None
+    return text
+
+
+def check_template(template) -> None:
+    """A prompt template holds exactly one bare ``{}`` where the label goes; ``{{`` and ``}}`` stand for
+    literal braces. Nothing else: a template is never given to ``str.format``, whose field specs
+    (``{:>400000000}``) let a bundle's labels.json ask for gigabytes."""
+    if not isinstance(template, str):
+        raise ConfigError(f"prompt templates must be strings, got {type(template).__name__}: {template!r:.80}")
+    check_text(template, "a prompt template")
+    holes = 0
+    for token in _TEMPLATE_TOKENS.findall(template):
+        if token == "{}":
+            holes += 1
+        elif token in ("{", "}"):
+            raise ConfigError(
+                f"prompt template {template!r:.200} has a brace that is not a bare {{}}: a template takes the "
+                "label at {} and nothing else; double any other brace, e.g. 'a photo of a {}.'"
+            )
+    if holes != 1:
+        where = "has no {} for the label" if holes == 0 else f"has {holes} {{}} where one label goes"
+        raise ConfigError(f"prompt template {template!r:.200} {where}, e.g. 'a photo of a {{}}.'")
+
+
+def fill_template(template: str, name: str) -> str:
+    """``template`` (checked by :func:`check_template`) with ``name`` at its ``{}``."""
+    return _TEMPLATE_TOKENS.sub(lambda m: _FILL.get(m.group(), name), template)
+
+
 def fill_templates(names: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every prompt template filled with every name, name-major; each template takes the name at ``{}``."""
-    if isinstance(templates, str) or not all(isinstance(t, str) for t in templates):
+    if isinstance(templates, (str, bytes)) or not isinstance(templates, Sequence):
         raise ConfigError("prompt templates must be a list of strings, e.g. ['a photo of a {}.']")
+    if not templates:
+        raise ConfigError("prompt templates are empty; pass at least one, e.g. ['a photo of a {}.']")
     for template in templates:
-        try:
-            filled = template.format("\0")
-        except (IndexError, KeyError, ValueError) as exc:
-            raise ConfigError(
-                f"prompt template {template!r} cannot be filled ({type(exc).__name__}: {exc}); put {{}} where the "
-                "label goes and double any other brace, e.g. 'a photo of a {}.'"
-            ) from None
-        if "\0" not in filled:
-            raise ConfigError(f"prompt template {template!r} has no {{}} for the label, e.g. 'a photo of a {{}}.'")
-    return [template.format(name) for name in names for template in templates]
+        check_template(template)
+    return [fill_template(template, name) for name in names for template in templates]
 
 
 def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000, max_length: int = 32) -> TextTokenizer:

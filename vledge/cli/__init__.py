@@ -9,7 +9,8 @@ import sys
 from vledge import __version__
 from vledge.errors import VledgeError
 
-COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "students", "watch", "annotate", "serve", "labels")
+COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "students", "watch", "annotate", "serve",
+            "labels", "keygen", "sign", "verify")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -29,8 +29,10 @@ def read_json(path: Path, what: str) -> dict:
         raise CheckpointError(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an integer too long
         raise CheckpointError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{what} {path} is not valid JSON for vledge: nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{what} {path} must hold a JSON object, not a {type(data).__name__}")
     return data
@@ -106,6 +108,7 @@ def load_dual_encoder(folder: str | os.PathLike):
     """Read a vledge checkpoint folder written by :func:`save_dual_encoder`."""
     from vledge.models.dual_encoder import DualEncoder
     from vledge.models.image_towers import build_image_tower
+    from vledge.models.size_check import build_checked
     from vledge.models.text_towers import build_text_tower
 
     root = Path(folder)
@@ -117,8 +120,8 @@ def load_dual_encoder(folder: str | os.PathLike):
         )
     try:
         embed_dim = int(config["embed_dim"])
-        image = build_image_tower(config["image_tower"], embed_dim)
-        text = build_text_tower(config["text_tower"], embed_dim)
+        image, text = build_checked(lambda: (build_image_tower(config["image_tower"], embed_dim),
+                                             build_text_tower(config["text_tower"], embed_dim)), root)
         tok_spec = TokenizerSpec.from_dict(config["tokenizer"])
     except VledgeError:
         raise

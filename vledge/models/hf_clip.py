@@ -108,6 +108,8 @@ def load_clip_folder(root: Path, allow_pickle: bool = False) -> DualEncoder:
     """
     from transformers import CLIPConfig
 
+    from vledge.models.size_check import build_checked
+
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(
@@ -122,8 +124,8 @@ def load_clip_folder(root: Path, allow_pickle: bool = False) -> DualEncoder:
         raise CheckpointError(f"{root / CONFIG_FILE} is not a valid CLIP config: {exc}") from None
     try:
         embed_dim = int(config.projection_dim)
-        image = ClipImageTower({"hf_config": config.vision_config.to_diff_dict()}, embed_dim)
-        text = ClipTextTower({"hf_config": config.text_config.to_diff_dict()}, embed_dim)
+        image, text = build_checked(lambda: (ClipImageTower({"hf_config": config.vision_config.to_diff_dict()}, embed_dim),
+                                             ClipTextTower({"hf_config": config.text_config.to_diff_dict()}, embed_dim)), root)
     except (TypeError, ValueError) as exc:  # e.g. a width that is not a number, heads that do not divide it
         raise CheckpointError(f"{root / CONFIG_FILE} is not a valid CLIP config: {exc}") from None
     model = DualEncoder(
