@@ -304,7 +304,7 @@ from vledge.bundle import read_manifest, write_manifest
 from vledge.errors import VledgeError
 
 bundle, examples = Path(sys.argv[1]), int(sys.argv[2])
-files = sorted(p.name for p in bundle.iterdir())
+files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
 work = Path(tempfile.mkdtemp())
 counts = {"examples": 0, "loaded": 0, "refused": 0}
 

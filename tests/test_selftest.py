@@ -181,10 +181,10 @@ def test_a_fallback_that_cannot_start_moves_on(healthy, monkeypatch, caplog):
     monkeypatch.setattr(OpenVinoRuntime, "run", nan)
     real_open = towers.open_runtime
 
-    def no_ort(root, manifest, placement, kinds, options, strict):
+    def no_ort(bundle, placement, kinds, options, strict, tokenizer=None):
         if placement.backend == "onnxruntime":
             raise BackendUnavailableError("simulated: no ONNX Runtime session")
-        return real_open(root, manifest, placement, kinds, options, strict)
+        return real_open(bundle, placement, kinds, options, strict, tokenizer)
 
     monkeypatch.setattr("vledge.runtimes.selftest.open_runtime", no_ort)
     assert OnnxRuntime.is_available()
