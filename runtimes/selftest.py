@@ -95,7 +95,8 @@ def spread(embeddings: np.ndarray) -> float:
     if n < 2:
         return 0.0
     cos = embeddings @ embeddings.T
-    return float((n * n - cos.sum()) / (n * (n - 1)))  # the diagonal's n ones cancel its n terms
+    # The diagonal's n ones cancel its n terms; rounding can take identical rows a hair below zero.
+    return max(0.0, float((n * n - cos.sum()) / (n * (n - 1))))
 
 
 def check_tower(model: EdgeModel, kind: str, probes: TowerProbes, placement: str) -> TowerCheck:
