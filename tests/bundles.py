@@ -5,12 +5,14 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from vledge.bundle import MANIFEST, read_manifest, write_manifest
 from vledge.compress.bundle import write_bundle
 
 LABEL_NAMES = ["t-shirt", "trouser", "sneaker", "bag"]
@@ -106,3 +108,15 @@ def sample_images(n: int, seed: int = 0) -> list[np.ndarray]:
     """Seeded HW uint8 images at the tiny model's size, with some structure so embeddings differ."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=(28, 28), dtype=np.uint8) for _ in range(n)]
+
+
+def edit_manifest(folder: Path, change) -> None:
+    """Apply ``change`` to the parsed ``vledge.json`` of ``folder`` and write it back (hashes untouched)."""
+    data = json.loads((folder / MANIFEST).read_text())
+    change(data)
+    (folder / MANIFEST).write_text(json.dumps(data))
+
+
+def rehash(folder: Path) -> None:
+    """Record the files as they are now: a bundle written broken, rather than changed afterwards."""
+    write_manifest(folder, read_manifest(folder, verify=False))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import vledge
-from bundles import build_bundle, sample_images
-from vledge.bundle import MANIFEST, read_manifest, write_manifest
+from bundles import build_bundle, edit_manifest, rehash, sample_images
+from vledge.bundle import MANIFEST
 from vledge.errors import BundleError, ConfigError, VledgeError
 from vledge.label_set import parse_embeddings
 
@@ -28,15 +28,6 @@ def original(tmp_path_factory):
 def bundle(original, tmp_path):
     return shutil.copytree(original, tmp_path / "bundle")
 
-
-def edit_manifest(folder, change):
-    data = json.loads((folder / MANIFEST).read_text())
-    change(data)
-    (folder / MANIFEST).write_text(json.dumps(data))
-
-
-def rehash(folder):
-    write_manifest(folder, read_manifest(folder, verify=False))
 
 
 def tower(d, kind="image"):

@@ -4,7 +4,6 @@ Covers what a runtime opens by itself (an OpenVINO IR's .bin, ONNX external data
 folder (vledge.json too), unlisted and special files, and a tower swapped while loads run.
 """
 
-import json
 import os
 import shutil
 import threading
@@ -14,8 +13,8 @@ import pytest
 
 import vledge
 import vledge.runtimes as runtimes_module
-from bundles import build_bundle, sample_images
-from vledge.bundle import MANIFEST, read_manifest, write_manifest
+from bundles import build_bundle, edit_manifest, rehash, sample_images
+from vledge.bundle import MANIFEST, read_manifest
 from vledge.errors import BundleError
 
 
@@ -35,15 +34,6 @@ def ir_bundle(originals, tmp_path):
     pytest.importorskip("openvino")
     return shutil.copytree(originals["openvino"], tmp_path / "ir-bundle")
 
-
-def edit_manifest(folder, change):
-    data = json.loads((folder / MANIFEST).read_text())
-    change(data)
-    (folder / MANIFEST).write_text(json.dumps(data))
-
-
-def rehash(folder):
-    write_manifest(folder, read_manifest(folder, verify=False))
 
 
 LINK = r"is a symbolic link \(or passes through one\): a bundle holds only regular files"

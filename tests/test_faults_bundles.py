@@ -5,7 +5,6 @@ Already covered in test_bundle (not repeated here): an ONNX tower changed after 
 file, a folder that is not a bundle, interrupted and refused writes.
 """
 
-import json
 import os
 import shutil
 
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 
 import vledge
-from bundles import build_bundle, sample_images
+from bundles import build_bundle, edit_manifest, rehash, sample_images
 from faults import assert_clean_failure, run_vledge
-from vledge.bundle import MANIFEST, read_manifest, write_manifest
+from vledge.bundle import MANIFEST
 from vledge.errors import BundleError
 
 
@@ -35,16 +34,6 @@ def ir_bundle(originals, tmp_path):
     pytest.importorskip("openvino")
     return shutil.copytree(originals["openvino"], tmp_path / "ir-bundle")
 
-
-def edit_manifest(folder, change):
-    data = json.loads((folder / MANIFEST).read_text())
-    change(data)
-    (folder / MANIFEST).write_text(json.dumps(data))
-
-
-def rehash(folder):
-    """Record the files as they are now: a bundle written broken, rather than changed afterwards."""
-    write_manifest(folder, read_manifest(folder, verify=False))
 
 
 # --- tampering and escapes, refused before any framework opens a file

@@ -1,5 +1,6 @@
 """The verify gate's decisions: recover by keeping the drifting tower in FP32, or fail with the report."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -67,7 +68,13 @@ def test_a_failed_gate_stops_compress_with_the_report_and_keeps_the_work(monkeyp
     config = resolve_config("cpu", overrides={"data": "digits", "eval_samples": 64, "quantize": {"calibration_samples": 16},
                                               "distill": {"epochs": 1, "max_samples": 128, "batch_size": 64}})
     teacher = make_tiny_clip_folder(tmp_path / "teacher")
-    with pytest.raises(VerificationError, match=r"loses 50.00 points of top1 against the teacher \(tolerance 2.00\); work kept in"):
+    with pytest.raises(VerificationError, match=r"loses 50.00 points of top1 against the teacher \(tolerance 2.00\); work kept in") as caught:
         compress(teacher, out=tmp_path / "bundle", config=config)
     assert not (tmp_path / "bundle").exists()
+    # The quantized teacher is measured and offered, with its figures beside the student's.
+    assert re.search(r"The teacher itself quantized for cpu, measured on the same data: top1 [\d.]+ \([\d.]+% of the "
+                     r"teacher's; the student's bundle [\d.]+\), [\d.]+ MB, image tower [\d.]+ ms at batch 1 "
+                     r"\(the student's [\d.]+ ms\); to ship it: vledge compress --student teacher", str(caught.value))
+    offer = caught.value.report.metrics["quantized_teacher"]
+    assert offer["bundle_bytes"] > 0 and offer["image_b1_ms"] > 0 and 0 <= offer["value"] <= 1
     assert (tmp_path / "bundle.work" / "distill" / "done.json").is_file()
