@@ -56,12 +56,13 @@ def cpu_seen():
 
 
 def _placements(manifest):
-    from vledge.runtimes.selection import READS, available_placements, readable_chain
+    from vledge.runtimes.base import RUNTIMES
+    from vledge.runtimes.selection import available_placements, readable_chain
     from vledge.targets import TARGETS, Placement
 
     formats = {t.format for t in manifest.towers.values()}
     chain, _ = readable_chain(TARGETS.get(manifest.target).chain, formats)
-    extra = [Placement("openvino", "CPU")] if formats <= READS["openvino"] else []
+    extra = [Placement("openvino", "CPU")] if formats <= RUNTIMES.get("openvino").reads else []
     reachable = available_placements(["onnxruntime", "openvino"])
     return [p for p in dict.fromkeys([*chain, *extra]) if p in reachable]
 

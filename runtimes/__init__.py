@@ -1,6 +1,7 @@
 """The torch-free edge runtime: ``load`` a bundle (or a checkpoint, for accuracy checks) and run it.
 
-Backends register themselves here; none imports its framework until it is chosen.
+Every ``runtimes/*_backend.py`` registers its backend when this package is imported
+(``runtimes/discovery.py``); none imports its framework until it is chosen.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from vledge.bundle import MANIFEST
 from vledge.bundle_files import BundleFiles, parse_json, read_bundle
 from vledge.errors import BundleError, CheckpointError, ConfigError
 from vledge.label_set import LabelSet, parse_embeddings, parse_label_record
-from vledge.runtimes import onnxruntime_backend, openvino_backend, torch_backend  # noqa: F401  (registration)
 from vledge.runtimes.base import RUNTIMES, Runtime
+from vledge.runtimes.discovery import discover_backends
 from vledge.runtimes.model import EdgeModel
-from vledge.runtimes.selection import BACKEND_DEVICES, READS, choose_placement, readable_chain
+from vledge.runtimes.selection import addressable, available_devices, choose_placement, readable_chain
 from vledge.runtimes.selftest import check_on_load
-from vledge.runtimes.towers import choose_tower_placements, combine, describe, open_runtimes, tower_requests
+from vledge.runtimes.towers import choose_tower_placements, describe, open_runtimes, tower_requests
 from vledge.targets import TARGETS, Placement
 from vledge.text import TextTokenizer
 
 log = logging.getLogger(__name__)
+discover_backends()
 
 CHECKPOINT_CONFIG = "config.json"
 
@@ -40,7 +42,7 @@ def load(
     a device (``"cpu"``, ``"cuda"``, ``"tensorrt"``, ``"GPU"``, ``"NPU"``) or ``"backend:device"``.
     An unreachable device falls back with one logged warning, or raises
     :class:`~vledge.errors.BackendUnavailableError` when ``strict``. ``backend`` limits the choice
-    to one of ``"onnxruntime"``, ``"openvino"``, ``"torch"``. ``options`` go to the backend
+    to one registered backend (``RUNTIMES.names()``: ``"onnxruntime"``, ``"openvino"``, ``"torch"``). ``options`` go to the backend
     (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
 
     Every bundle file is read once, checked against its sha256, and those bytes are what the frameworks
@@ -93,16 +95,16 @@ def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | 
     formats = {t.format for t in manifest.towers.values()}
     chain, unreadable = readable_chain(TARGETS.get(manifest.target).chain, formats)
     if backend is not None:
-        chain = [p for p in chain if p.backend == backend] or [Placement(backend, BACKEND_DEVICES[backend][0])]
+        chain = [p for p in chain if p.backend == backend] or [Placement(backend, addressable(backend)[0])]
     requests = tower_requests(manifest.towers, device, image_device, text_device)
     wanted = {d.split(":", 1)[0] for d in requests.values() if ":" in d}
     for name in filter(None, (backend, *sorted(wanted))):
         RUNTIMES.get(name)  # unknown names fail with a "did you mean"
-        if not formats <= READS[name]:
+        if not formats <= RUNTIMES.get(name).reads:
             raise ConfigError(f"the {name} backend cannot open this bundle's {'/'.join(sorted(formats))} towers")
     if not chain:
         raise BundleError(f"no backend of target {manifest.target!r} can open {'/'.join(sorted(formats))} towers")
-    available = _available({p.backend for p in chain} | wanted)
+    available = available_devices({p.backend for p in chain} | wanted)
     placements, warnings = choose_tower_placements(chain, available, requests, strict)
     for warning in warnings:
         log.warning(warning)
@@ -136,7 +138,7 @@ def _open_checkpoint(root: Path, device: str, strict: bool, options: dict):
     from vledge.runtimes.torch_backend import TorchRuntime
 
     chain = [Placement("torch", "cpu")]
-    placement, warnings = choose_placement(chain, _available({"torch"}), device, strict)
+    placement, warnings = choose_placement(chain, available_devices({"torch"}), device, strict)
     for warning in warnings:
         log.warning(warning)
     runtime = TorchRuntime.from_checkpoint(root, placement.device, options)
@@ -145,16 +147,6 @@ def _open_checkpoint(root: Path, device: str, strict: bool, options: dict):
     report = {"placement": str(placement), "chain": [str(p) for p in chain], "skipped": [], "warnings": warnings,
               "self_test": {"ran": False, "reason": "a checkpoint records no probes"}}
     return runtime, runtime.tokenizer, label_set, report
-
-
-def _available(backends: set[str]) -> dict[str, list[str]]:
-    """The devices each installed backend reaches here (only the backends asked about are imported)."""
-    found = {}
-    for name in sorted(backends):
-        cls = RUNTIMES.get(name)
-        if cls.is_available():
-            found[name] = cls.devices()
-    return found
 
 
 __all__ = ["load", "EdgeModel", "LabelSet", "Runtime", "RUNTIMES", "choose_placement"]

@@ -1,4 +1,9 @@
-"""The runtime backend interface every backend implements, and the registry that names them."""
+"""The runtime backend interface every backend implements, and the registry that names them.
+
+A backend is one ``runtimes/<name>_backend.py`` file (found by ``runtimes/discovery.py``) holding a
+:class:`Runtime` subclass decorated with :func:`backend`: it declares what selection needs to know about
+it (devices, formats, extras, hints) and probes its framework without importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,13 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Mapping
+from typing import ClassVar, Mapping, TypeVar
 
 import numpy as np
 
 from vledge.bundle import BundleManifest
-from vledge.registry import did_you_mean
 from vledge.errors import BundleError, ConfigError
-from vledge.registry import Registry
+from vledge.registry import Registry, did_you_mean
 from vledge.runtimes.isa import TowerChoice, choose_tower_file
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,12 @@ class Runtime(ABC):
     """
 
     name: ClassVar[str]
+    # What the backend declares about itself; selection reads these without importing its framework.
+    addressable: ClassVar[tuple[str, ...]]  # devices it can address, spelled as the targets table spells them
+    reads: ClassVar[frozenset[str]]  # tower file formats it opens ("onnx", "openvino", ...)
+    extra: ClassVar[str]  # the pip extra that brings it
+    device_extras: ClassVar[Mapping[str, str]] = {}  # devices that need another extra in its place
+    device_hints: ClassVar[Mapping[str, str]] = {}  # what a device needs besides the package (drivers)
     option_names: ClassVar[frozenset[str]] = frozenset({"threads"})
 
     def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict,
@@ -67,6 +77,12 @@ class Runtime(ABC):
     @abstractmethod
     def devices(cls) -> list[str]:
         """The devices this framework can reach on this machine, spelled as the targets table spells them."""
+
+    @classmethod
+    def install_hint(cls, device: str) -> str:
+        """What to install to reach ``device``: the pip extra, plus drivers where they are needed."""
+        hint = f'pip install "vledge[{cls.device_extras.get(device, cls.extra)}]"'
+        return f"{hint} ({cls.device_hints[device]})" if device in cls.device_hints else hint
 
     @abstractmethod
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -121,6 +137,21 @@ class Runtime(ABC):
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime backend")
+_DECLARED = ("name", "addressable", "reads", "extra")
+R = TypeVar("R", bound=type[Runtime])
+
+
+def backend(cls: R) -> R:
+    """Class decorator: register a :class:`Runtime` subclass under its ``name``, once it declares its facts."""
+    missing = [fact for fact in _DECLARED if not hasattr(cls, fact)]
+    if missing:
+        raise ConfigError(f"runtime backend {cls.__qualname__} does not declare {', '.join(missing)}; "
+                          "set them as class attributes (see vledge.runtimes.base.Runtime)")
+    stray = sorted((set(cls.device_extras) | set(cls.device_hints)) - set(cls.addressable))
+    if stray:
+        raise ConfigError(f"runtime backend {cls.name!r} gives extras or hints for {', '.join(stray)}, "
+                          f"which it does not address (it addresses: {', '.join(cls.addressable)})")
+    return RUNTIMES.register(cls.name, cls)
 
 
 def as_float32(array) -> np.ndarray:

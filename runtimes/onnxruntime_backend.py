@@ -5,16 +5,22 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from vledge.runtimes.base import RUNTIMES, Port, Runtime, as_float32
-from vledge.runtimes.selection import ORT_PROVIDERS, ort_providers
-from vledge.errors import BundleError, ConfigError
+from vledge.errors import BackendUnavailableError, BundleError, ConfigError
+from vledge.runtimes.base import Port, Runtime, as_float32, backend
 
 log = logging.getLogger(__name__)
 
-_PROVIDER_DEVICE = {provider: device for device, providers in ORT_PROVIDERS.items() for provider in providers[:1]}
+# The execution providers asked for on each device, best first.
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_PROVIDER_DEVICE = {providers[0]: device for device, providers in PROVIDERS.items()}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
               "tensor(bool)": "bool"}
@@ -23,12 +29,33 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 _NO_EXTERNAL_DATA = "\0no external data"
 
 
-@RUNTIMES.register("onnxruntime")
+def ort_providers(device: str, available_providers: Sequence[str]) -> list[str]:
+    """ONNX Runtime execution providers for a device, best first, keeping only those installed."""
+    if device not in PROVIDERS:
+        raise ConfigError(f"ONNX Runtime has no device {device!r}; choose one of {sorted(PROVIDERS)}")
+    wanted = PROVIDERS[device]
+    if wanted[0] not in available_providers:
+        raise BackendUnavailableError(
+            f"ONNX Runtime here has no {wanted[0]} (it has: {', '.join(available_providers)}); "
+            f"to use it: {OnnxRuntime.install_hint(device)}"
+        )
+    return [p for p in wanted if p in available_providers]
+
+
+@backend
 class OnnxRuntime(Runtime):
     """Options: ``threads`` (intra-op threads; default ONNX Runtime's), ``trt_cache_dir`` (TensorRT
     engine cache; default ``<bundle>/.trt_cache``). ``InferenceSession.run`` is thread-safe."""
 
     name = "onnxruntime"
+    addressable = tuple(PROVIDERS)
+    reads = frozenset({"onnx"})
+    extra = "onnx"
+    device_extras = {"cuda": "gpu", "tensorrt": "gpu"}
+    device_hints = {
+        "cuda": "onnxruntime-gpu in place of onnxruntime, and the CUDA runtime",
+        "tensorrt": "onnxruntime-gpu in place of onnxruntime, and TensorRT",
+    }
     option_names = frozenset({"threads", "trt_cache_dir"})
 
     @classmethod

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from typing import Sequence
 
 import numpy as np
 
 from vledge.bundle_files import openvino_weights
-from vledge.errors import BundleError, ConfigError
-from vledge.runtimes.base import RUNTIMES, Port, Runtime, as_float32
-from vledge.runtimes.selection import normalise_available, openvino_device
+from vledge.errors import BackendUnavailableError, BundleError, ConfigError
+from vledge.runtimes.base import Port, Runtime, as_float32, backend
 
 # Devices that compile only fixed input shapes.
 STATIC_ONLY = {"NPU"}
@@ -19,7 +19,24 @@ STATIC_ONLY = {"NPU"}
 _ONNX_EXTERNAL_DATA = b"\x0a\x08location"
 
 
-@RUNTIMES.register("openvino")
+def normalise_available(devices: Sequence[str]) -> list[str]:
+    """OpenVINO device names without their index ("GPU.1" -> "GPU"), unique, in order."""
+    return list(dict.fromkeys(d.split(".")[0].upper() for d in devices))
+
+
+def openvino_device(device: str, available_devices: Sequence[str]) -> str:
+    """The OpenVINO device name for a placement device (``"npu"`` -> ``"NPU"``), if OpenVINO sees it."""
+    name = device.upper()
+    # OpenVINO numbers devices of a kind ("GPU.0", "GPU.1"); the bare kind name addresses the first.
+    if any(d.upper().split(".")[0] == name for d in available_devices):
+        return name
+    raise BackendUnavailableError(
+        f"OpenVINO sees no {name} device (it has: {', '.join(available_devices) or 'none'}); "
+        f"to use it: {OpenVinoRuntime.install_hint(name)}"
+    )
+
+
+@backend
 class OpenVinoRuntime(Runtime):
     """Options: ``threads`` (CPU inference threads), ``exact`` (f32 inference: this CPU runs bf16 by
     default, too coarse for parity checks), ``static_batch`` (fix a dynamic bundle's batch, and its
@@ -27,6 +44,10 @@ class OpenVinoRuntime(Runtime):
     A compiled model is shared; each thread gets its own infer request."""
 
     name = "openvino"
+    addressable = ("CPU", "GPU", "NPU")
+    reads = frozenset({"onnx", "openvino"})
+    extra = "openvino"
+    device_hints = {"GPU": "the Intel GPU driver", "NPU": "the Intel NPU driver"}
     option_names = frozenset({"threads", "exact", "static_batch"})
 
     @classmethod

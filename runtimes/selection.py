@@ -1,7 +1,8 @@
-"""Choosing where a bundle runs: pure functions over what a machine offers, testable without hardware.
+"""Choosing where a bundle runs: functions over what a machine offers, testable without hardware.
 
-``choose_placement`` walks a target's fallback chain; ``ort_providers`` and ``openvino_device`` turn
-one placement into what ONNX Runtime or OpenVINO is asked for.
+``choose_placement`` walks a target's fallback chain. What each backend can address, read and needs
+installed comes from the backend itself (its class attributes, see ``runtimes/base.py``); nothing here
+names a backend.
 """
 
 from __future__ import annotations
@@ -9,41 +10,20 @@ from __future__ import annotations
 from typing import Sequence
 
 from vledge.errors import BackendUnavailableError, ConfigError
+from vledge.runtimes.base import RUNTIMES
 from vledge.targets import TARGETS, Placement
 
-# The devices each backend can address, spelled as the targets table spells them.
-BACKEND_DEVICES = {
-    "onnxruntime": ("cpu", "cuda", "tensorrt"),
-    "openvino": ("CPU", "GPU", "NPU"),
-    "torch": ("cpu", "cuda"),
-}
-# The pip extra that brings each backend, and the placements that need a different one.
-BACKEND_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino", "torch": "compress"}
-PLACEMENT_EXTRA = {("onnxruntime", "cuda"): "gpu", ("onnxruntime", "tensorrt"): "gpu"}
-# What a backend needs besides its package to reach a device.
-DEVICE_HINT = {
-    ("onnxruntime", "cuda"): "onnxruntime-gpu in place of onnxruntime, and the CUDA runtime",
-    ("onnxruntime", "tensorrt"): "onnxruntime-gpu in place of onnxruntime, and TensorRT",
-    ("openvino", "GPU"): "the Intel GPU driver",
-    ("openvino", "NPU"): "the Intel NPU driver",
-    ("torch", "cuda"): "a CUDA build of torch and an NVIDIA GPU",
-}
 
-ORT_PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
+def addressable(backend: str) -> tuple[str, ...]:
+    """The devices ``backend`` can address; none for a name no backend registered."""
+    return RUNTIMES.get(backend).addressable if backend in RUNTIMES else ()
 
 
 def install_hint(placement: Placement) -> str:
     """What to install to reach ``placement``: the pip extra, plus drivers where they are needed."""
-    key = (placement.backend, placement.device)
-    extra = PLACEMENT_EXTRA.get(key, BACKEND_EXTRA.get(placement.backend, placement.backend))
-    hint = f'pip install "vledge[{extra}]"'
-    if key in DEVICE_HINT:
-        hint += f" ({DEVICE_HINT[key]})"
-    return hint
+    if placement.backend not in RUNTIMES:
+        return f'pip install "vledge[{placement.backend}]"'
+    return RUNTIMES.get(placement.backend).install_hint(placement.device)
 
 
 def is_reachable(placement: Placement, available: dict[str, Sequence[str]]) -> bool:
@@ -62,13 +42,13 @@ def requested_placements(chain: Sequence[Placement], device: str) -> list[Placem
     """The placements a device name asks for: those of the chain first, then the chain's other backends."""
     if ":" in device:
         backend, dev = device.split(":", 1)
-        known = {d.lower(): d for d in BACKEND_DEVICES.get(backend, ())}
+        known = {d.lower(): d for d in addressable(backend)}
         if dev.lower() not in known:
             raise ConfigError(_unknown_device(device, chain))
         return [Placement(backend, known[dev.lower()])]
     wanted = [p for p in chain if p.device.lower() == device.lower()]
     for backend in dict.fromkeys(p.backend for p in chain):
-        for dev in BACKEND_DEVICES.get(backend, ()):
+        for dev in addressable(backend):
             if dev.lower() == device.lower() and Placement(backend, dev) not in wanted:
                 wanted.append(Placement(backend, dev))
     if not wanted:
@@ -77,7 +57,7 @@ def requested_placements(chain: Sequence[Placement], device: str) -> list[Placem
 
 
 def _unknown_device(device: str, chain: Sequence[Placement]) -> str:
-    names = sorted({d.lower() for p in chain for d in BACKEND_DEVICES.get(p.backend, ())})
+    names = sorted({d.lower() for p in chain for d in addressable(p.backend)})
     return (
         f"device {device!r} cannot run this bundle; choose 'auto' or one of: {', '.join(names)} "
         "(or 'backend:device', e.g. 'openvino:GPU')"
@@ -124,34 +104,17 @@ def choose_placement(
     raise BackendUnavailableError(f"no runtime can run this bundle here (tried {tried}). Install one of: {hints}")
 
 
-def ort_providers(device: str, available_providers: Sequence[str]) -> list[str]:
-    """ONNX Runtime execution providers for a device, best first, keeping only those installed."""
-    if device not in ORT_PROVIDERS:
-        raise ConfigError(f"ONNX Runtime has no device {device!r}; choose one of {sorted(ORT_PROVIDERS)}")
-    wanted = ORT_PROVIDERS[device]
-    if wanted[0] not in available_providers:
-        raise BackendUnavailableError(
-            f"ONNX Runtime here has no {wanted[0]} (it has: {', '.join(available_providers)}); "
-            f"to use it: {install_hint(Placement('onnxruntime', device))}"
-        )
-    return [p for p in wanted if p in available_providers]
+def available_devices(backends: Sequence[str]) -> dict[str, list[str]]:
+    """The devices each installed one of ``backends`` reaches here; a backend not installed is left out.
 
-
-def openvino_device(device: str, available_devices: Sequence[str]) -> str:
-    """The OpenVINO device name for a placement device (``"npu"`` -> ``"NPU"``), if OpenVINO sees it."""
-    name = device.upper()
-    # OpenVINO numbers devices of a kind ("GPU.0", "GPU.1"); the bare kind name addresses the first.
-    if any(d.upper().split(".")[0] == name for d in available_devices):
-        return name
-    raise BackendUnavailableError(
-        f"OpenVINO sees no {name} device (it has: {', '.join(available_devices) or 'none'}); "
-        f"to use it: {install_hint(Placement('openvino', name))}"
-    )
-
-
-def normalise_available(devices: Sequence[str]) -> list[str]:
-    """OpenVINO device names without their index ("GPU.1" -> "GPU"), unique, in order."""
-    return list(dict.fromkeys(d.split(".")[0].upper() for d in devices))
+    Not pure: it imports the framework of each installed backend it probes.
+    """
+    found = {}
+    for name in sorted(backends):
+        runtime = RUNTIMES.get(name)
+        if runtime.is_available():
+            found[name] = runtime.devices()
+    return found
 
 
 def available_placements(backends: Sequence[str] | None = None) -> set[Placement]:
@@ -159,22 +122,11 @@ def available_placements(backends: Sequence[str] | None = None) -> set[Placement
 
     Not pure: it imports each installed framework it probes (torch only when asked for).
     """
-    from vledge.runtimes.base import RUNTIMES
-
     backends = backends or sorted({p.backend for _, spec in TARGETS.items() for p in spec.chain})
-    found = set()
-    for name in backends:
-        runtime = RUNTIMES.get(name)
-        if runtime.is_available():
-            found |= {Placement(name, device) for device in runtime.devices()}
-    return found
-
-
-# The tower file formats each backend can open.
-READS = {"onnxruntime": {"onnx"}, "openvino": {"onnx", "openvino"}, "torch": {"torch"}}
+    return {Placement(name, device) for name, devices in available_devices(backends).items() for device in devices}
 
 
 def readable_chain(chain: Sequence[Placement], formats: set[str]) -> tuple[list[Placement], list[Placement]]:
     """Split ``chain`` into the placements whose backend opens every tower format, and the rest."""
-    keep = [p for p in chain if formats <= READS.get(p.backend, set())]
+    keep = [p for p in chain if p.backend in RUNTIMES and formats <= RUNTIMES.get(p.backend).reads]
     return keep, [p for p in chain if p not in keep]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from vledge.bundle import BundleManifest, TensorSpec, TowerSpec
-from vledge.runtimes.base import RUNTIMES, Runtime, as_float32
+from vledge.runtimes.base import Runtime, as_float32, backend
 
 
 def checkpoint_manifest(model, path: str | Path = "") -> BundleManifest:
@@ -41,13 +41,17 @@ def checkpoint_manifest(model, path: str | Path = "") -> BundleManifest:
     )
 
 
-@RUNTIMES.register("torch")
+@backend
 class TorchRuntime(Runtime):
     """Options: ``threads`` (torch's intra-op threads, process-wide), ``model`` (an already loaded
     DualEncoder instead of reading ``bundle_dir``), ``adapter`` (a LoRA adapter folder to merge),
     ``allow_pickle`` (read pickle-only weights with ``torch.load(weights_only=True)``)."""
 
     name = "torch"
+    addressable = ("cpu", "cuda")
+    reads = frozenset({"torch"})
+    extra = "compress"
+    device_hints = {"cuda": "a CUDA build of torch and an NVIDIA GPU"}
     option_names = frozenset({"threads", "model", "adapter", "allow_pickle"})
 
     @classmethod

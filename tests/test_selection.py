@@ -1,9 +1,15 @@
-"""Placement choice from given provider / device lists: no hardware needed."""
+"""Placement choice from given provider / device lists, and the facts backends declare: no hardware needed."""
+
+from pathlib import Path
 
 import pytest
 
 from vledge.errors import BackendUnavailableError, ConfigError
-from vledge.runtimes.selection import available_placements, choose_placement, openvino_device, ort_providers, readable_chain
+from vledge.runtimes.base import RUNTIMES, Runtime, backend
+from vledge.runtimes.discovery import backend_modules
+from vledge.runtimes.onnxruntime_backend import ort_providers
+from vledge.runtimes.openvino_backend import openvino_device
+from vledge.runtimes.selection import available_placements, choose_placement, install_hint, readable_chain
 from vledge.targets import Placement, get_target
 
 CPU_ONLY = {"onnxruntime": ["cpu"]}
@@ -123,3 +129,35 @@ def test_readable_chain_drops_backends_that_cannot_open_the_format():
     keep, dropped = readable_chain(chain("intel-cpu"), {"openvino"})
     assert keep == [Placement("openvino", "CPU")] and dropped == [Placement("onnxruntime", "cpu")]
     assert readable_chain(chain("intel-cpu"), {"onnx"})[0] == list(chain("intel-cpu"))
+
+
+def test_every_backend_file_is_found_and_registers_its_backend():
+    folder = Path(__file__).resolve().parent.parent / "runtimes"
+    files = sorted(f"vledge.runtimes.{p.stem}" for p in folder.glob("*_backend.py"))
+    assert backend_modules() == files and len(files) >= 3
+    registered = {RUNTIMES.get(name).__module__ for name in RUNTIMES.names()}
+    assert registered == set(files)
+
+
+def test_hints_come_from_the_backends_declarations():
+    assert install_hint(Placement("onnxruntime", "cpu")) == 'pip install "vledge[onnx]"'
+    assert install_hint(Placement("torch", "cuda")) == (
+        'pip install "vledge[compress]" (a CUDA build of torch and an NVIDIA GPU)')
+    assert install_hint(Placement("tflite", "cpu")) == 'pip install "vledge[tflite]"'  # no such backend registered
+
+
+def test_a_backend_must_declare_its_facts():
+    class Incomplete(Runtime):
+        name = "incomplete"
+        addressable = ("cpu",)
+
+    with pytest.raises(ConfigError, match=r"runtime backend .*Incomplete does not declare reads, extra; set them"):
+        backend(Incomplete)
+
+    class StrayHint(Incomplete):
+        reads, extra = frozenset({"onnx"}), "onnx"
+        device_hints = {"GPU": "a driver"}
+
+    with pytest.raises(ConfigError, match=r"gives extras or hints for GPU, which it does not address \(it addresses: cpu\)"):
+        backend(StrayHint)
+    assert "incomplete" not in RUNTIMES
