@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from vledge import __version__
+from vledge.version import __version__
 from vledge.cpu import host_cpu
 from vledge.errors import ConfigError
 from vledge.images import ImageInput, iter_images, preprocess

@@ -1,6 +1,6 @@
 """vledge: compress jointly trained vision-language models and run them on edge devices."""
 
-__version__ = "0.1.0"
+from vledge.version import __version__
 
 
 def load(path, device: str = "auto", strict: bool = False, backend: str | None = None, *, trusted_keys=None,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vledge.errors import BundleError
+from vledge.hashing import sha256_file
 from vledge.images import PreprocessSpec
 from vledge.manifest_checks import check_manifest, is_int
 from vledge.text import TokenizerSpec
@@ -159,14 +160,6 @@ def _probes(entry) -> dict | None:
 def probe_files(probes: dict | None) -> list[str]:
     """The files a manifest's ``probes`` entry names: each tower's probe inputs and reference embeddings."""
     return [e[key] for e in (probes or {}).values() for key in ("inputs", "embeddings") if key in e]
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def safe_join(root: Path, relative: str) -> Path:

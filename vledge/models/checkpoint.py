@@ -11,8 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from vledge.bundle import sha256_file
 from vledge.errors import CheckpointError, ConfigError, VledgeError
+from vledge.hashing import sha256_file
 from vledge.images import PreprocessSpec
 from vledge.text import TextTokenizer, TokenizerSpec
 
