@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -145,61 +145,84 @@ def self_test(
     placements in use, ``info()["self_test"]`` and the warnings said.
     """
     start = time.perf_counter()
-    by_kind, placements = dict(by_kind), dict(placements)
-    tried = {kind: [placements[kind]] for kind in probes}
-    checks, failures, warnings = {}, [], []
-
-    def warn(message: str) -> None:
-        warnings.append(message)
-        log.warning(message)
-
-    def next_placement(kind: str, said: str) -> Placement:
-        for placement in _after(chain, tried[kind][-1]):
-            if placement not in tried[kind] and is_reachable(placement, available):
-                return placement
-        raise SelfTestError(
-            f"{said}, and no other placement is left to try (tried {', '.join(map(str, tried[kind]))}): its "
-            "embeddings would be wrong here. Re-run vledge compress for this device, or load with self_test=False "
-            "to run it anyway"
-        )
-
+    run = _SelfTestRun(manifest, tokenizer, probes, chain, available, reopen, strict, dict(by_kind), dict(placements))
     pending = [k for k in by_kind if k in probes]
     while pending:
-        model = EdgeModel(combine(manifest, by_kind), tokenizer, label_set=None, report={})
-        to_move = {}  # tower -> what was said about its last placement
+        pending = run.move(run.check(pending))
+    report = {
+        "ran": bool(run.checks),
+        "tolerance": {"min_cosine": {k: p.min_cosine for k, p in probes.items()}, "min_spread_ratio": MIN_SPREAD},
+        "towers": {k: c.to_dict() for k, c in run.checks.items()},
+        "failures": run.failures,
+        "seconds": round(time.perf_counter() - start, 5),
+    }
+    return run.by_kind, run.placements, report, run.warnings
+
+
+@dataclass
+class _SelfTestRun:
+    """The state of one self-test: where each tower runs, where it has been tried, what was found and said."""
+
+    manifest: BundleManifest
+    tokenizer: object
+    probes: dict[str, TowerProbes]
+    chain: Sequence[Placement]
+    available: dict
+    reopen: Callable[[Placement, list[str]], object]
+    strict: bool
+    by_kind: dict
+    placements: dict[str, Placement]
+    tried: dict[str, list[Placement]] = field(default_factory=dict)
+    checks: dict[str, TowerCheck] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def check(self, pending: list[str]) -> dict[str, str]:
+        """Run the probes of ``pending`` towers where they are; what was said of each that failed."""
+        model = EdgeModel(combine(self.manifest, self.by_kind), self.tokenizer, label_set=None, report={})
+        to_move = {}
         for kind in pending:
-            check = checks[kind] = check_tower(model, kind, probes[kind], str(placements[kind]))
+            self.tried.setdefault(kind, [self.placements[kind]])
+            check = self.checks[kind] = check_tower(model, kind, self.probes[kind], str(self.placements[kind]))
             if not check.passed:
-                failures.append({"tower": kind, **check.to_dict()})
-                to_move[kind] = f"the {kind} tower failed its self-test on {placements[kind]}: {check.reason}"
-                if strict:
+                self.failures.append({"tower": kind, **check.to_dict()})
+                to_move[kind] = f"the {kind} tower failed its self-test on {self.placements[kind]}: {check.reason}"
+                if self.strict:
                     raise SelfTestError(f"{to_move[kind]}. strict=True: not falling back (self_test=False skips the check)")
+        return to_move
+
+    def move(self, to_move: dict[str, str]) -> list[str]:
+        """Reopen each failed tower on its next placement (one warning each); the towers to check again."""
         pending = []
         while to_move:
             groups: dict[Placement, list[str]] = {}
             for kind, said in to_move.items():
-                placement = next_placement(kind, said)
-                warn(f"{said}. Falling back to {placement}")
-                tried[kind].append(placement)
+                placement = self._next_placement(kind, said)
+                self.warnings.append(f"{said}. Falling back to {placement}")
+                log.warning(self.warnings[-1])
+                self.tried[kind].append(placement)
                 groups.setdefault(placement, []).append(kind)
             to_move = {}
             for placement, kinds in groups.items():
                 try:
-                    runtime = reopen(placement, kinds)
+                    runtime = self.reopen(placement, kinds)
                 except (BackendUnavailableError, BundleError) as exc:
                     to_move.update((k, f"the {k} tower could not start on {placement}: {exc}") for k in kinds)
                     continue
-                by_kind.update((k, runtime) for k in kinds)
-                placements.update((k, placement) for k in kinds)
+                self.by_kind.update((k, runtime) for k in kinds)
+                self.placements.update((k, placement) for k in kinds)
                 pending += kinds
-    report = {
-        "ran": bool(checks),
-        "tolerance": {"min_cosine": {k: p.min_cosine for k, p in probes.items()}, "min_spread_ratio": MIN_SPREAD},
-        "towers": {k: c.to_dict() for k, c in checks.items()},
-        "failures": failures,
-        "seconds": round(time.perf_counter() - start, 5),
-    }
-    return by_kind, placements, report, warnings
+        return pending
+
+    def _next_placement(self, kind: str, said: str) -> Placement:
+        for placement in _after(self.chain, self.tried[kind][-1]):
+            if placement not in self.tried[kind] and is_reachable(placement, self.available):
+                return placement
+        raise SelfTestError(
+            f"{said}, and no other placement is left to try (tried {', '.join(map(str, self.tried[kind]))}): its "
+            "embeddings would be wrong here. Re-run vledge compress for this device, or load with self_test=False "
+            "to run it anyway"
+        )
 
 
 def _after(chain: Sequence[Placement], placement: Placement) -> list[Placement]:
