@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from vledge.errors import CheckpointError, ConfigError
+from vledge.models.base_model import load_base_model
 from vledge.models.checkpoint import read_json, save_safetensors
 from vledge.models.dual_encoder import DualEncoder
 from vledge.models.hf_clip import HF_TO_VLEDGE_PREFIXES, read_hf_weights
@@ -88,8 +89,6 @@ def save_adapter(peft_model, out_dir: str | os.PathLike, base_path: str | os.Pat
 
 def load_adapter_folder(root: Path, allow_pickle: bool = False) -> DualEncoder:
     """Load the base model an adapter folder names (a local folder), then merge the adapter into it."""
-    from vledge.models import _load_base
-
     root = Path(root)
     base = read_json(root / ADAPTER_CONFIG, "adapter config").get("base_model_name_or_path")
     base_path = Path(base) if isinstance(base, str) and base else None
@@ -101,7 +100,7 @@ def load_adapter_folder(root: Path, allow_pickle: bool = False) -> DualEncoder:
             "vledge loads local folders only and never downloads from the Hub: download the base model and "
             f"pass it explicitly, e.g. vledge.models.load_teacher(<base folder>, adapter={str(root)!r})"
         )
-    return merge_adapter_(_load_base(base_path, allow_pickle), root, allow_pickle=allow_pickle)
+    return merge_adapter_(load_base_model(base_path, allow_pickle), root, allow_pickle=allow_pickle)
 
 
 def merge_adapter_(model: DualEncoder, adapter_dir: Path, *, allow_pickle: bool = False) -> DualEncoder:
