@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 
-from vledge.bundle import read_manifest, safe_join
+from vledge.bundle import safe_join
+from vledge.bundle_files import read_manifest
 from vledge.data import load_dataset
 from vledge.images import preprocess
 from vledge.text import TextTokenizer

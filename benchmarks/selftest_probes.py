@@ -83,7 +83,7 @@ def _measure(bundle, placement, **options):
 
 
 def evaluate():
-    from vledge.bundle import read_manifest
+    from vledge.bundle_files import read_manifest
     from vledge.cpu import CpuInfo
 
     logging.basicConfig(level=logging.ERROR)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vledge.bundle import MANIFEST, read_manifest, write_manifest
+from vledge.bundle import MANIFEST, write_manifest
+from vledge.bundle_files import read_manifest
 from vledge.compress.bundle import write_bundle
 
 LABEL_NAMES = ["t-shirt", "trouser", "sneaker", "bag"]

@@ -11,7 +11,8 @@ import pytest
 
 import vledge
 from bundles import build_bundle, exported_towers, tiny_model
-from vledge.bundle import MANIFEST, read_manifest
+from vledge.bundle import MANIFEST
+from vledge.bundle_files import read_manifest
 from vledge.compress import bundle as bundle_writer
 from vledge.errors import BundleError, ConfigError
 from vledge.runtimes.onnxruntime_backend import OnnxRuntime

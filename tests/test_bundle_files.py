@@ -14,7 +14,8 @@ import pytest
 import vledge
 import vledge.runtimes as runtimes_module
 from bundles import build_bundle, edit_manifest, rehash, sample_images
-from vledge.bundle import MANIFEST, read_manifest
+from vledge.bundle import MANIFEST
+from vledge.bundle_files import read_manifest
 from vledge.errors import BundleError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tiny_clip import make_tiny_clip_folder
-from vledge.bundle import read_manifest
+from vledge.bundle_files import read_manifest
 from vledge.compress import compress, resolve_config
 from vledge.errors import BundleError, ConfigError
 

@@ -14,7 +14,8 @@ import pytest
 from onnx import numpy_helper
 
 import vledge
-from vledge.bundle import TowerSpec, read_manifest
+from vledge.bundle import TowerSpec
+from vledge.bundle_files import read_manifest
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.quantize import QuantizeConfig, quantize_tower
 from vledge.compress.stages import tower_files

@@ -300,7 +300,8 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 import vledge
-from vledge.bundle import read_manifest, write_manifest
+from vledge.bundle import write_manifest
+from vledge.bundle_files import read_manifest
 from vledge.errors import VledgeError
 
 bundle, examples = Path(sys.argv[1]), int(sys.argv[2])

@@ -9,7 +9,8 @@ import pytest
 
 import vledge
 from bundles import build_bundle, compiled_labels, tiny_model
-from vledge.bundle import read_manifest, sha256_file
+from vledge.bundle import sha256_file
+from vledge.bundle_files import read_manifest
 from vledge.cli import main
 from vledge.errors import BundleError, ConfigError
 from vledge.relabel import compile_labels, read_label_file

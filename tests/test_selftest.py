@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 import vledge
 from bundles import build_bundle, exported_towers, sample_images, tiny_model, tiny_probes
 from test_runtime import TOLERANCE, TEXTS, reference_images, reference_texts
-from vledge.bundle import read_manifest
+from vledge.bundle_files import read_manifest
 from vledge.errors import BackendUnavailableError, BundleError, ConfigError, SelfTestError
 from vledge.runtimes.selftest import MIN_COSINE, spread
 

@@ -187,14 +187,6 @@ def write_manifest(folder: str | os.PathLike, manifest: BundleManifest) -> Path:
     return path
 
 
-def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManifest:
-    """Read ``vledge.json``; with ``verify``, check the folder holds only listed files, each matching its sha256
-    (see :func:`vledge.bundle_files.read_bundle`, which also keeps the bytes it read)."""
-    from vledge.bundle_files import read_bundle
-
-    return read_bundle(folder, verify=verify).manifest
-
-
 def folder_fingerprint(*folders: str | os.PathLike) -> str:
     """sha256 over the names and contents of every file in ``folders`` (a teacher's identity)."""
     digest = hashlib.sha256()

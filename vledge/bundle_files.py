@@ -91,6 +91,12 @@ def read_bundle(folder: str | os.PathLike, *, verify: bool = True, trusted_keys:
     return BundleFiles(root, manifest, manifest_bytes, contents, signed_by)
 
 
+def read_manifest(folder: str | os.PathLike, verify: bool = True) -> BundleManifest:
+    """Read ``vledge.json``; with ``verify``, check the folder holds only listed files, each matching its sha256
+    (see :func:`read_bundle`, which also keeps the bytes it read)."""
+    return read_bundle(folder, verify=verify).manifest
+
+
 def parse_json(data: bytes, where) -> object:
     """``data`` as JSON; malformed, non-UTF-8 or absurdly nested JSON is a BundleError naming ``where``."""
     try:

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from vledge.bundle import read_manifest, write_manifest
+from vledge.bundle import write_manifest
+from vledge.bundle_files import read_manifest
 from vledge.errors import BundleError, ConfigError
 
 log = logging.getLogger(__name__)

@@ -210,7 +210,8 @@ class Workshop:
 def bundle_params(path: Path) -> int | None:
     """A bundle's parameter count: as its compress run recorded it, else counted in its ONNX towers."""
     from vledge.bench.measure import count_onnx_parameters
-    from vledge.bundle import read_manifest, safe_join
+    from vledge.bundle import safe_join
+    from vledge.bundle_files import read_manifest
 
     manifest = read_manifest(path, verify=False)
     if manifest.metrics.get("student_params"):
@@ -255,7 +256,7 @@ def variants(shop: Workshop, bundles: list[str | Path], only: list[str] | None =
 
 def _precision(bundle: Path) -> str:
     """The precision a bundle's manifest declares, or "" where it cannot be read (the row will say why)."""
-    from vledge.bundle import read_manifest
+    from vledge.bundle_files import read_manifest
     from vledge.errors import BundleError
 
     try:

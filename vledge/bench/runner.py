@@ -127,7 +127,8 @@ def _static_facts(variant: Variant, path: Path, texts: list[str], notes: list[st
 
 
 def _macs(bundle: Path, texts: list[str]) -> dict:
-    from vledge.bundle import read_manifest, safe_join
+    from vledge.bundle import safe_join
+    from vledge.bundle_files import read_manifest
     from vledge.text import TextTokenizer
 
     manifest = read_manifest(bundle, verify=False)

@@ -60,7 +60,8 @@ class TorchTowers(_Towers):
 
 class _BundleTowers(_Towers):
     def __init__(self, bundle: str | Path):
-        from vledge.bundle import read_manifest, safe_join
+        from vledge.bundle import safe_join
+        from vledge.bundle_files import read_manifest
         from vledge.text import TextTokenizer
 
         self.root = Path(bundle)
