@@ -12,9 +12,10 @@ from bundles import build_bundle, sample_images
 from faults import assert_clean_failure, run_vledge
 from vledge.bundle import MANIFEST, SIGNATURE, write_manifest
 from vledge.bundle_files import read_manifest
+from vledge.bundle_signing import sign_bundle
 from vledge.errors import BundleError, ConfigError, MissingDependencyError, UntrustedBundleError
 from vledge.runtimes.onnxruntime_backend import OnnxRuntime
-from vledge.signing import generate_key_pair, sign_bundle
+from vledge.signing import generate_key_pair
 
 pytest.importorskip("cryptography")
 

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -124,25 +123,6 @@ def signature_record(manifest_bytes: bytes, private_key) -> dict:
     return {"format": SIGNATURE_FORMAT, "version": 1, "algorithm": "ed25519",
             "key_id": key_id(private_key.public_key()), "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
             "signature": base64.b64encode(signature).decode("ascii")}
-
-
-def sign_bundle(folder: str | os.PathLike, private_key_path: str | os.PathLike) -> dict:
-    """Sign ``folder``'s manifest (its files are verified first) and write ``vledge.sig`` beside it, atomically."""
-    from vledge.bundle_files import read_bundle
-
-    key = load_private_key(private_key_path)
-    bundle = read_bundle(folder)
-    record = signature_record(bundle.manifest_bytes, key)
-    fd, tmp = tempfile.mkstemp(prefix=f".{SIGNATURE}.", dir=bundle.root)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(record, indent=2) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, bundle.root / SIGNATURE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return record
 
 
 def verify_manifest(manifest_bytes: bytes, signature: bytes, trusted_keys: Sequence, where) -> str:

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vledge.signing import sign_bundle
+    from vledge.bundle_signing import sign_bundle
 
     record = sign_bundle(args.bundle, args.key)
     print(f"signed {args.bundle}: key id {record['key_id']}, manifest sha256 {record['manifest_sha256']}")
