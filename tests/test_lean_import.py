@@ -1,4 +1,5 @@
-"""A device without torch: ``import vledge`` loads no framework, and loading a bundle never imports torch."""
+"""A device without torch: ``import vledge`` loads no framework, and loading a bundle never imports torch
+nor ``vledge.compress`` (the same contracts, read from the source: ``tests/test_import_contracts.py``)."""
 
 import json
 import subprocess
@@ -16,7 +17,8 @@ import numpy as np
 FRAMEWORKS = {frameworks!r}
 seen = {{}}
 def loaded():
-    return sorted(f for f in FRAMEWORKS if f in sys.modules)
+    compress = [m for m in sys.modules if m == "vledge.compress" or m.startswith("vledge.compress.")]
+    return sorted(f for f in FRAMEWORKS if f in sys.modules) + sorted(compress)
 import vledge
 seen["import vledge"] = loaded()
 import vledge.images, vledge.text, vledge.bundle, vledge.targets, vledge.runtimes
