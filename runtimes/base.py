@@ -138,10 +138,10 @@ class Runtime(ABC):
 
 RUNTIMES: Registry[type[Runtime]] = Registry("runtime backend")
 _DECLARED = ("name", "addressable", "reads", "extra")
-R = TypeVar("R", bound=type[Runtime])
+_Backend = TypeVar("_Backend", bound=type[Runtime])
 
 
-def backend(cls: R) -> R:
+def backend(cls: _Backend) -> _Backend:
     """Class decorator: register a :class:`Runtime` subclass under its ``name``, once it declares its facts."""
     missing = [fact for fact in _DECLARED if not hasattr(cls, fact)]
     if missing:

@@ -121,6 +121,7 @@ class RuntimeConformance:
         labels = ["t-shirt", "bag", "sneaker"]
         got = model.classify(images, labels, top_k=3, templates=["{}"])
         expected = reference_probs(images, reference_texts(labels))
+        assert len(got) == len(expected) == 3
         for row, probs in zip(got, expected):
             assert [p for _, p in row] == sorted((p for _, p in row), reverse=True)
             assert sum(p for _, p in row) == pytest.approx(1.0, abs=1e-5)
@@ -133,6 +134,7 @@ class RuntimeConformance:
         images = sample_images(2, seed=6)
         expected = reference_probs(images, compiled_labels(tiny_model(), names, templates)["embeddings"])
         got = model.classify(images, top_k=len(names))
+        assert len(got) == len(expected) == 2
         for row, probs in zip(got, expected):
             assert row[0][0] == names[int(np.argmax(probs))]
             assert {label: p for label, p in row} == pytest.approx(dict(zip(names, probs.tolist())), abs=1e-5)
