@@ -42,8 +42,8 @@ def load(
     a device (``"cpu"``, ``"cuda"``, ``"tensorrt"``, ``"GPU"``, ``"NPU"``) or ``"backend:device"``.
     An unreachable device falls back with one logged warning, or raises
     :class:`~vledge.errors.BackendUnavailableError` when ``strict``. ``backend`` limits the choice
-    to one registered backend (``RUNTIMES.names()``: ``"onnxruntime"``, ``"openvino"``, ``"torch"``). ``options`` go to the backend
-    (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
+    to one registered backend (``RUNTIMES.names()``: ``"onnxruntime"``, ``"openvino"``, ``"torch"``).
+    ``options`` go to the backend (``threads``; ``exact`` for OpenVINO; ``trt_cache_dir`` for TensorRT).
 
     Every bundle file is read once, checked against its sha256, and those bytes are what the frameworks
     get; links, special files and files the manifest does not list are refused. ``trusted_keys`` (paths

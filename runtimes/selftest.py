@@ -188,7 +188,8 @@ class _SelfTestRun:
                 self.failures.append({"tower": kind, **check.to_dict()})
                 to_move[kind] = f"the {kind} tower failed its self-test on {self.placements[kind]}: {check.reason}"
                 if self.strict:
-                    raise SelfTestError(f"{to_move[kind]}. strict=True: not falling back (self_test=False skips the check)")
+                    raise SelfTestError(
+                        f"{to_move[kind]}. strict=True: not falling back (self_test=False skips the check)")
         return to_move
 
     def move(self, to_move: dict[str, str]) -> list[str]:

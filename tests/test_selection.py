@@ -158,6 +158,6 @@ def test_a_backend_must_declare_its_facts():
         reads, extra = frozenset({"onnx"}), "onnx"
         device_hints = {"GPU": "a driver"}
 
-    with pytest.raises(ConfigError, match=r"gives extras or hints for GPU, which it does not address \(it addresses: cpu\)"):
+    with pytest.raises(ConfigError, match=r"extras or hints for GPU, which it does not address \(it addresses: cpu\)"):
         backend(StrayHint)
     assert "incomplete" not in RUNTIMES
