@@ -61,7 +61,10 @@ def _string_list(values, what: str, example: str) -> list | None:
 def _int_matrix(value, name: str, allow_bool: bool = False) -> np.ndarray:
     """``value`` as a non-empty (n, length) integer array (one row for a 1-D one), else a ConfigError."""
     kinds = "iub" if allow_bool else "iu"
-    array = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    try:
+        array = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    except ValueError:  # rows of different lengths
+        array = None
     if array is None or array.dtype.kind not in kinds or array.ndim not in (1, 2) or array.size == 0:
         got = f"{array.dtype} array of shape {array.shape}" if array is not None else type(value).__name__
         raise ConfigError(f"{name} must be a non-empty integer array of shape (n, length) (what the tokenizer "

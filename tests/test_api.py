@@ -105,6 +105,7 @@ def test_token_id_errors_say_what_to_pass(model):
     cases = [
         (dict(input_ids=ids, attention_mask=mask[:, :-1]), r"attention_mask has shape \(1, \d+\), input_ids"),
         (dict(input_ids=ids.astype(np.float32)), "input_ids must be a non-empty integer array of shape"),
+        (dict(input_ids=[[1, 2], [3]]), r"input_ids must be a non-empty integer array .* got list"),
         (dict(input_ids=ids + vocab), f"token ids of this bundle's tokenizer, 0 to {vocab - 1}"),
         (dict(input_ids=np.ones((1, 500), np.int64)), "at most 16: truncate them"),
         (dict(input_ids=ids, attention_mask=mask * 2), r"attention_mask must hold only 0 \(padding\) and 1"),

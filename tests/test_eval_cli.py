@@ -108,3 +108,17 @@ def test_templates_are_checked_like_every_template():
     assert read_templates(["a {c}.", "a {}.", "the {}"]) == ["a {}.", "the {}"]
     with pytest.raises(ConfigError, match="has 2 {} where one label goes"):
         read_templates(["a {} and a {}"])
+
+
+def test_a_checkpoint_is_identified_by_its_folder(folder, tmp_path):
+    from tiny_clip import make_tiny_clip_folder
+
+    from vledge.bundle import folder_fingerprint
+
+    checkpoint = make_tiny_clip_folder(tmp_path / "clip")
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(checkpoint), "--data", str(folder), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["model"] == {"path": str(checkpoint), "kind": "checkpoint", "sha256": folder_fingerprint(checkpoint),
+                               "hash_of": "the folder's files"}
+    assert record["prompts"]["classes"] == FOLDERS and record["metrics"]["acc5"] is None
