@@ -8,9 +8,9 @@ caption is one of 10 class names x 4 templates = 40 texts). The vledge side is t
 preprocessed pixels, encode_text on vledge's token ids through `EdgeModel.encode_text(input_ids=...)`).
 
 The bundle is the tests' tiny seeded model (no demo teacher was at hand), first trained for TRAIN_STEPS
-steps on Fashion-MNIST's training split so that its scores mean something. CLIP_benchmark's `accuracy()` calls `float()` on a
-one-element array, which NumPy 2.4 refuses (TypeError); it is replaced by a copy that differs only in
-calling `.item()`.
+steps on Fashion-MNIST's training split so that its scores mean something. CLIP_benchmark's `accuracy()`
+calls `float()` on a one-element array, which NumPy 2.4 refuses (TypeError); it is replaced by a copy that
+differs only in calling `.item()`.
 
 Run: .venv/bin/python benchmarks/clip_benchmark_parity.py   (needs `pip install clip-benchmark==1.6.2`)
 """

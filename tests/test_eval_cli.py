@@ -46,7 +46,8 @@ def test_eval_records_metrics_prompts_split_and_model_hash(bundle, folder, tmp_p
     assert 0 <= record["metrics"]["acc1"] <= 1 and record["metrics"]["acc5"] is None
     assert "only 3 classes" in record["not_applicable"]["acc5"]
     assert set(record["per_class_recall"]) == {"ankle boot", "t-shirt", "trouser"}
-    assert record["metrics"]["mean_per_class_recall"] == pytest.approx(np.mean(list(record["per_class_recall"].values())))
+    per_class = list(record["per_class_recall"].values())
+    assert record["metrics"]["mean_per_class_recall"] == pytest.approx(np.mean(per_class))
     assert record["prompts"] == {"classes": ["ankle boot", "t-shirt", "trouser"],
                                  "templates": ["a photo of a {}.", "a blurry photo of a {}.", "a {} on a table."]}
     assert record["split"] is None and record["images"] == 6
@@ -73,7 +74,8 @@ def test_retrieval_keys_follow_recall_k(bundle, tmp_path):
 def test_a_split_the_data_does_not_have_is_an_error(bundle, folder, capsys):
     assert main(["eval", str(bundle), "--data", str(folder), "--split", "test"]) == 2
     err = capsys.readouterr().err
-    assert "photos has no 'test' split: a captions file or a folder without train/ and test/ subfolders is one set" in err
+    assert ("photos has no 'test' split: a captions file or a folder without train/ and test/ subfolders is one "
+            "set") in err
     assert "Leave the split out to use all of it" in err
     assert main(["eval", str(bundle), "--data", "digits", "--split", "dev"]) == 2
     assert "digits split must be 'train' or 'test', got 'dev'" in capsys.readouterr().err
@@ -122,3 +124,19 @@ def test_a_checkpoint_is_identified_by_its_folder(folder, tmp_path):
     assert record["model"] == {"path": str(checkpoint), "kind": "checkpoint", "sha256": folder_fingerprint(checkpoint),
                                "hash_of": "the folder's files"}
     assert record["prompts"]["classes"] == FOLDERS and record["metrics"]["acc5"] is None
+
+
+def test_a_split_folder_is_evaluated_on_its_test_split_by_default(bundle, tmp_path):
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 1), ("test", 2)):
+        for name in FOLDERS:
+            (tmp_path / "tree" / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "tree" / split / name / f"{i}.png")
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(bundle), "--data", str(tmp_path / "tree"), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["split"] == "test" and record["split_requested"] is None and record["images"] == 6
+    assert main(["eval", str(bundle), "--data", str(tmp_path / "tree"), "--split", "train", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["images"] == 3

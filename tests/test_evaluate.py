@@ -60,7 +60,8 @@ def test_zero_shot_and_recall_on_a_perfect_embedder():
 def test_top5_is_not_applicable_under_five_classes():
     report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1]))
     assert report.top5 is None
-    assert report.not_applicable == {"acc5": "only 3 classes: top-5 needs at least 5 (every image would count as a hit)"}
+    reason = "only 3 classes: top-5 needs at least 5 (every image would count as a hit)"
+    assert report.not_applicable == {"acc5": reason}
     assert report.clip_benchmark_metrics()["acc5"] is None
     assert "zero-shot top-5        n/a (3 classes)" in format_report(report)
 
@@ -116,7 +117,7 @@ def test_per_class_recall_and_its_mean():
 
 
 def test_recall_k_values_are_checked():
-    with pytest.raises(ConfigError, match=r"recall k values must be whole numbers of at least 1, e.g. 1,5,10; got \[0\]"):
+    with pytest.raises(ConfigError, match=r"recall k values must be whole numbers of at least 1, e.g. 1,5,10; got \[0"):
         recall_at_k(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32), ks=(0,))
 
 

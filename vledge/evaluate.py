@@ -233,7 +233,8 @@ def model_identity(embedder: Embedder, path) -> dict:
                 "hash_of": "the bundle manifest"}
     from vledge.bundle import folder_fingerprint
 
-    return {"path": str(path), "kind": "checkpoint", "sha256": folder_fingerprint(path), "hash_of": "the folder's files"}
+    return {"path": str(path), "kind": "checkpoint", "sha256": folder_fingerprint(path),
+            "hash_of": "the folder's files"}
 
 
 def evaluation_record(report: EvalReport, embedder: Embedder, model_path, data: ImageTextDataset,
