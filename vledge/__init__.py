@@ -8,7 +8,7 @@ Nothing here imports a framework until it is used.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
 __version__ = "0.1.0"
 
@@ -43,18 +43,21 @@ def __dir__() -> list[str]:
 
 
 def load(path: str | os.PathLike, device: str = "auto", strict: bool = False, backend: str | None = None, *,
-         trusted_keys=None, manifest_sha256: str | None = None, **options) -> EdgeModel:
+         trusted_keys: Sequence | None = None, manifest_sha256: str | None = None,
+         **options) -> EdgeModel:
     """Load a bundle for inference: an :class:`EdgeModel` (``classify``, ``encode_image``, ``encode_text``,
     ``info``). ``device`` is ``"auto"`` (the bundle target's placement, falling back along its chain),
     a device (``"cpu"``, ``"cuda"``, ``"NPU"``, ...) or ``"backend:device"``; ``strict`` raises instead of
-    falling back. All options: :func:`vledge.runtimes.load`. Imports no framework until called."""
+    falling back. ``trusted_keys`` (public key files or keys) requires a ``vledge sign`` signature by one of
+    them; ``manifest_sha256`` pins the exact manifest. All options: :func:`vledge.runtimes.load`. Imports no
+    framework until called."""
     from vledge.runtimes import load as _load
 
     return _load(path, device=device, strict=strict, backend=backend, trusted_keys=trusted_keys,
                  manifest_sha256=manifest_sha256, **options)
 
 
-def stream(model: EdgeModel, source, **options) -> Stream:
+def stream(model: EdgeModel, source: str | int | os.PathLike | IO[bytes], **options) -> Stream:
     """Classify the frames of a video file, URL or camera as they come; see :class:`vledge.video.Stream`.
 
     Returns a :class:`Stream`: iterate it for :class:`FrameResult` (one per classified frame), or call its
@@ -67,7 +70,8 @@ def stream(model: EdgeModel, source, **options) -> Stream:
     return Stream(model, source, **options)
 
 
-def compress(teacher, *, out, target: str = "cpu", **kwargs) -> CompressReport:
+def compress(teacher: str | os.PathLike, *, out: str | os.PathLike, target: str = "cpu",
+             **kwargs) -> CompressReport:
     """Compress a teacher into a verified edge bundle; see :func:`vledge.compress.compress` (needs torch)."""
     from vledge.compress.pipeline import compress as _compress
 
