@@ -112,7 +112,7 @@ def evaluate():
         result["towers"][name] = row
     if BUNDLE.is_dir():
         model = vledge.load(BUNDLE, device="cpu", threads=THREADS)
-        top = [r[0][0] for r in model.classify(list(test.pixels[:N_BUNDLE]), top_k=1)]
+        top = [r.label for r in model.classify(list(test.pixels[:N_BUNDLE]), top_k=1)]
         names = model.label_set.names
         result["bundle"] = {"path": str(BUNDLE), "images": N_BUNDLE,
                             "top1": float(np.mean([names.index(t) == y for t, y in zip(top, test.labels[:N_BUNDLE])])),

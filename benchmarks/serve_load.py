@@ -93,7 +93,7 @@ def main() -> dict:
     expected = {}
     for kind, payload, labels in plan:
         if kind == "classify":
-            expected[(payload, labels)] = model.classify(Image.open(io.BytesIO(images[payload])), list(labels), top_k=5)[0]
+            expected[(payload, labels)] = model.classify(Image.open(io.BytesIO(images[payload])), list(labels), top_k=5).top
         else:
             expected[payload] = model.encode_text(list(payload))
     port = free_port()

@@ -204,7 +204,7 @@ def test_nothing_is_opened_by_path_after_the_files_are_read(originals, tmp_path,
     monkeypatch.setattr(runtimes_module, "read_bundle", read_then_move_away)
     model = vledge.load(bundle, threads=1)
     assert not bundle.exists()
-    assert model.classify(sample_images(1), top_k=1)[0][0][0] in model.label_set.names
+    assert model.classify(sample_images(1), top_k=1)[0].label in model.label_set.names
     assert model.encode_text(["a bag"]).shape == (1, 16)
 
 

@@ -53,7 +53,7 @@ def test_every_target_writes_a_bundle_whose_hashes_verify_and_that_classifies(bu
         assert manifest.labels is None  # a CLIP teacher has no class names and none were given
         model = vledge.load(root / target)
         ranked = model.classify(np.zeros((30, 30, 3), np.uint8), labels=["a cat", "a dog"], top_k=2)
-        assert abs(sum(p for _, p in ranked[0]) - 1) < 1e-5
+        assert abs(sum(p for _, p in ranked.top) - 1) < 1e-5
 
 
 def test_the_distilled_student_is_reused_across_targets(bundles):

@@ -3,7 +3,7 @@ import pytest
 
 from vledge.data.base import ImageTextDataset
 from vledge.errors import ConfigError
-from vledge.evaluate import class_embeddings, evaluate, format_report, recall_at_k
+from vledge.evaluate import EvalReport, class_embeddings, evaluate, format_report, recall_at_k, zero_shot_metrics
 from vledge.images import PreprocessSpec
 
 
@@ -51,10 +51,19 @@ class _Tiny(ImageTextDataset):
 
 
 def test_zero_shot_and_recall_on_a_perfect_embedder():
-    report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1]), batch_size=3)
-    assert report.top1 == 1.0 and report.top5 == 1.0 and report.n == 4
-    assert report.recall["i2t@1"] == 1.0
+    report = evaluate(_Lookup(), _Tiny([0, 1, 2]), batch_size=2)
+    assert report.top1 == 1.0 and report.n == 3 and report.mean_per_class_recall == 1.0
+    assert report.recall["i2t@1"] == 1.0 and report.recall["t2i@1"] == 1.0
     assert "zero-shot top-1" in format_report(report)
+
+
+def test_top5_is_not_applicable_under_five_classes():
+    report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1]))
+    assert report.top5 is None
+    reason = "only 3 classes: top-5 needs at least 5 (every image would count as a hit)"
+    assert report.not_applicable == {"acc5": reason}
+    assert report.clip_benchmark_metrics()["acc5"] is None
+    assert "zero-shot top-5        n/a (3 classes)" in format_report(report)
 
 
 def test_wrong_prompts_give_wrong_predictions():
@@ -67,3 +76,51 @@ def test_prompt_ensemble_is_normalised_mean():
     assert np.allclose(emb, np.eye(3, dtype=np.float32)[[1, 2]])
     with pytest.raises(ConfigError, match="at least one class name"):
         class_embeddings(_Lookup(), [], ["a {}"])
+
+
+def test_a_repeated_caption_is_a_tie_and_a_tie_is_not_a_hit():
+    # Images 0 and 1 both look like caption 0, whose text is repeated as caption 1; captions 2 and 3 are unique.
+    images = np.eye(4, dtype=np.float32)
+    images[1] = [0.995, 0.0998, 0, 0]
+    texts = np.eye(4, dtype=np.float32)
+    texts[1] = texts[0]
+    r = recall_at_k(images, texts, ks=(1, 2), caption_ids=np.array([0, 0, 1, 2]))
+    # image -> text: images 0 and 1 find their caption tied with its copy: no hit at 1, a hit at 2.
+    assert r["i2t@1"] == 0.5 and r["i2t@2"] == 1.0
+    # text -> image: the repeated caption ranks image 0 first, so its copy paired with image 1 misses at 1.
+    assert r["t2i@1"] == 0.75 and r["t2i@2"] == 1.0
+    assert recall_at_k(images, texts, ks=(1, 2)) == r  # exactly equal rows tie without ids too
+
+
+def test_retrieval_on_repeated_captions_counts_no_tie_as_a_hit():
+    report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1, 0, 0]), ks=(1, 3, 4))
+    # Captions "a zero" x3, "a one" x2, "a two": only the lone caption's image finds it first.
+    assert report.recall["i2t@1"] == pytest.approx(1 / 6) and report.recall["i2t@3"] == 1.0
+    assert report.recall["t2i@1"] == pytest.approx(1 / 6) and report.recall["t2i@4"] == 1.0
+    metrics = report.clip_benchmark_metrics()
+    assert metrics["text_retrieval_recall@1"] == report.recall["i2t@1"]
+    assert metrics["image_retrieval_recall@3"] == report.recall["t2i@3"]
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"} | {
+        f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 3, 4)}
+
+
+def test_per_class_recall_and_its_mean():
+    scores = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float32)
+    truth = np.array([0, 0, 1, 1, 2])
+    report = EvalReport(n=5)
+    zero_shot_metrics(report, scores, truth, ["a", "b", "c"])
+    assert report.per_class_recall == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert report.mean_per_class_recall == pytest.approx(0.5) and report.top1 == pytest.approx(0.6)
+    tied = np.zeros((2, 5), dtype=np.float32)  # every class ties: the lowest index wins, as an argmax's
+    zero_shot_metrics(report := EvalReport(n=2), tied, np.array([0, 4]), list("abcde"))
+    assert report.top1 == 0.5 and report.top5 == 1.0 and report.per_class_recall == {"a": 1.0, "e": 0.0}
+
+
+def test_recall_k_values_are_checked():
+    with pytest.raises(ConfigError, match=r"recall k values must be whole numbers of at least 1, e.g. 1,5,10; got \[0"):
+        recall_at_k(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32), ks=(0,))
+
+
+def test_class_names_must_match_the_data_sets_classes():
+    with pytest.raises(ConfigError, match=r"2 class names given for the 3 classes of"):
+        evaluate(_Lookup(), _Tiny([0, 1]), classes=["zero", "one"])

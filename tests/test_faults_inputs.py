@@ -149,7 +149,7 @@ def test_unusual_texts_embed_and_long_ones_are_truncated(which, request):
 
 def test_unusual_labels_classify(model):
     labels = ["Ünïcödé 🙂", "{0} braces {}", "", "x" * 10_000]
-    ranked = model.classify(sample_images(1), labels, top_k=4)[0]
+    ranked = model.classify(sample_images(1), labels, top_k=4)[0].top
     assert sorted(name for name, _ in ranked) == sorted(labels)
     assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=1e-5)
 
@@ -261,7 +261,7 @@ def test_a_generator_of_images_and_of_labels(model):
 def test_top_k_must_be_a_whole_number(model, top_k, message):
     with pytest.raises(ConfigError, match=message):
         model.classify(sample_images(1), ["bag", "coat"], top_k=top_k)
-    assert len(model.classify(sample_images(1), ["bag", "coat"], top_k=np.int64(1))[0]) == 1
+    assert len(model.classify(sample_images(1), ["bag", "coat"], top_k=np.int64(1))[0].top) == 1
 
 
 @pytest.mark.parametrize("labels, message", [

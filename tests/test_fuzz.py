@@ -286,7 +286,7 @@ def test_classify_arguments(model):
             ranked = model.classify(frame, labels, top_k=top_k, templates=templates)
         except VledgeError:
             return
-        assert len(ranked) == 1 and all(0 <= p <= 1 for _, p in ranked[0])
+        assert ranked.top and all(0 <= p <= 1 for _, p in ranked.top)
 
     check()
 

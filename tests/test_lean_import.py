@@ -29,7 +29,7 @@ result = model.classify(image, ["a bag", "a shoe"], top_k=1)
 model.classify(image)
 model.encode_text("a photo of a bag")
 seen["load and classify"] = loaded()
-seen["result"] = result[0][0][0]
+seen["result"] = result.label
 print(json.dumps(seen))
 """
 

@@ -36,7 +36,7 @@ def test_new_labels_match_the_pytorch_text_tower_and_the_bundle_still_verifies(b
     assert model.label_set.names == NEW and model.label_set.templates == ["a photo of a {}."]
     expected = compiled_labels(tiny_model(), NEW, ["a photo of a {}."])["embeddings"]
     assert np.abs(model.label_set.embeddings - expected).max() < 1e-5
-    assert {name for name, _ in model.classify(np.zeros((28, 28), np.uint8), top_k=5)[0]} == set(NEW)
+    assert {name for name, _ in model.classify(np.zeros((28, 28), np.uint8), top_k=5).top} == set(NEW)
     assert not list(bundle.parent.glob(".bundle.*")), "no staging or old folder left behind"
 
 

@@ -122,12 +122,12 @@ class RuntimeConformance:
         got = model.classify(images, labels, top_k=3, templates=["{}"])
         expected = reference_probs(images, reference_texts(labels))
         assert len(got) == len(expected) == 3
-        for row, probs in zip(got, expected):
+        for row, probs in zip((prediction.top for prediction in got), expected):
             assert [p for _, p in row] == sorted((p for _, p in row), reverse=True)
             assert sum(p for _, p in row) == pytest.approx(1.0, abs=1e-5)
             for label, p in row:
                 assert p == pytest.approx(probs[labels.index(label)], abs=1e-5)
-        assert [len(r) for r in model.classify(images, labels, top_k=2)] == [2, 2, 2]
+        assert [len(r.top) for r in model.classify(images, labels, top_k=2)] == [2, 2, 2]
 
     def test_classify_with_the_compiled_label_set(self, model):
         names, templates = model.label_set.names, model.label_set.templates
@@ -135,7 +135,7 @@ class RuntimeConformance:
         expected = reference_probs(images, compiled_labels(tiny_model(), names, templates)["embeddings"])
         got = model.classify(images, top_k=len(names))
         assert len(got) == len(expected) == 2
-        for row, probs in zip(got, expected):
+        for row, probs in zip((prediction.top for prediction in got), expected):
             assert row[0][0] == names[int(np.argmax(probs))]
             assert {label: p for label, p in row} == pytest.approx(dict(zip(names, probs.tolist())), abs=1e-5)
 
@@ -160,7 +160,7 @@ class RuntimeConformance:
             model.classify(sample_images(1), "bag")
         with caplog.at_level(logging.WARNING):
             result = model.classify(sample_images(1), ["bag", "coat", "bag"], top_k=5)
-        assert [label for label, _ in result[0]].count("bag") == 1 and len(result[0]) == 2
+        assert [label for label, _ in result[0].top].count("bag") == 1 and len(result[0].top) == 2
         assert "duplicate labels dropped (first kept): 3 given, 2 distinct" in caplog.text
 
     def test_threads_match_single_thread(self, model):
@@ -226,7 +226,7 @@ class TestOnnxRuntimeCPU(RuntimeConformance):
         del manifest["towers"]["text"]
         (bundle / "vledge.json").write_text(json.dumps(manifest))
         model = vledge.load(bundle)
-        assert model.classify(sample_images(1), top_k=1)[0][0][0] in LABEL_NAMES  # compiled labels: image tower only
+        assert model.classify(sample_images(1), top_k=1)[0].label in LABEL_NAMES  # compiled labels: image tower only
         with pytest.raises(ConfigError, match=r"this bundle has no text tower \(it has: image\)"):
             model.encode_text("a bag")
 

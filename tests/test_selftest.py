@@ -248,7 +248,7 @@ def test_image_on_openvino_and_text_on_onnxruntime(healthy):
     images = sample_images(4, seed=3)
     np.testing.assert_allclose(model.encode_image(images), reference_images(images), atol=TOLERANCE)
     np.testing.assert_allclose(model.encode_text(TEXTS), reference_texts(TEXTS), atol=TOLERANCE)
-    assert model.classify(images, ["bag", "coat"], top_k=1)[0][0][0] in ("bag", "coat")
+    assert model.classify(images, ["bag", "coat"], top_k=1)[0].label in ("bag", "coat")
     assert repr(model).endswith("openvino:CPU (image) + onnxruntime:cpu (text), fp32)")
     assert model.runtime.runtimes["image"].manifest.towers.keys() == {"image"}  # each opened only its tower
     same = vledge.load(healthy, image_device="onnxruntime:cpu", text_device="onnxruntime:cpu")

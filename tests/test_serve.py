@@ -67,8 +67,8 @@ def metric(client, name, **labels) -> float:
 def test_results_are_the_librarys_exactly(client, model):
     images = [png(x) for x in sample_images(3)]
     for data in images:
-        assert client.classify(data, LABELS, top_k=3) == model.classify(Image.open(io.BytesIO(data)), LABELS, top_k=3)[0]
-    assert client.classify(images[0], top_k=2) == model.classify(Image.open(io.BytesIO(images[0])), top_k=2)[0]
+        assert client.classify(data, LABELS, top_k=3) == model.classify(Image.open(io.BytesIO(data)), LABELS, top_k=3).top
+    assert client.classify(images[0], top_k=2) == model.classify(Image.open(io.BytesIO(images[0])), top_k=2).top
     assert np.array_equal(client.embed_image(images), model.encode_image([Image.open(io.BytesIO(d)) for d in images]))
     raw = client.request("POST", "/v1/embed/image", images[1], {"Content-Type": "image/png"}).json()
     assert np.array_equal(np.asarray(raw["embeddings"], np.float32), model.encode_image(Image.open(io.BytesIO(images[1]))))
@@ -130,7 +130,7 @@ def test_a_chunked_body_over_the_limit_is_413_too(server):
 
 def test_concurrent_requests_share_one_model(server, model):
     images = [png(x) for x in sample_images(4, seed=3)]
-    expected = [model.classify(Image.open(io.BytesIO(d)), LABELS, top_k=4)[0] for d in images]
+    expected = [model.classify(Image.open(io.BytesIO(d)), LABELS, top_k=4).top for d in images]
     failures = []
 
     def worker(k):

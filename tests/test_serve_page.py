@@ -54,7 +54,7 @@ def browser(tmp_path_factory):
 def test_a_person_picks_an_image_types_labels_and_sees_the_results(bundle, browser, tmp_path):
     photo = tmp_path / "boot.png"
     Image.fromarray(np.kron(fashion_images([0])[0], np.ones((8, 8, 1), np.uint8))).save(photo)  # an ankle boot
-    expected = vledge.load(bundle).classify(Image.open(photo), LABELS, top_k=10)[0]
+    expected = vledge.load(bundle).classify(Image.open(photo), LABELS, top_k=10).top
     with BackgroundServer(ServeConfig(bundle=str(bundle))) as server:
         browser.get(server.url + "/")
         assert browser.title.startswith("vledge")

@@ -60,7 +60,7 @@ def test_a_signed_bundle_loads_with_its_key(signed, keys):
     model = vledge.load(signed, trusted_keys=[keys["other"][1], keys["fleet"][1]])
     info = model.info()
     assert info["signed_by"] and info["signed_by"] == json.loads((signed / SIGNATURE).read_text())["key_id"]
-    assert model.classify(sample_images(1), top_k=1)[0][0][0] in model.label_set.names
+    assert model.classify(sample_images(1), top_k=1)[0].label in model.label_set.names
     assert SIGNATURE not in read_manifest(signed).files  # the signature is beside the manifest, not in it
     assert stat.S_IMODE((signed / SIGNATURE).stat().st_mode) == 0o644
 

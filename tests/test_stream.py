@@ -55,7 +55,7 @@ def bounded(fn, timeout=BOUND):
 
 
 def test_the_tiles_score_on_either_side_of_the_threshold(model, tiles):
-    (high,), (low,) = ([dict(r)[LABEL] for r in model.classify(t, top_k=9)] for t in tiles)
+    high, low = (dict(model.classify(t, top_k=9).top)[LABEL] for t in tiles)
     assert high > THRESHOLD + 0.1 and low < THRESHOLD - 0.1
 
 
@@ -94,7 +94,7 @@ def test_zones_and_per_frame_boxes_are_classified_as_crops(model, tiles, tmp_pat
     assert results[-1].final and results[-1].regions == []
     assert [len(r.regions) for r in results[:10]] == [2] * 7 + [3] + [2] * 2
     crop_scores = results[0].regions[0].scores[LABEL]
-    assert crop_scores == pytest.approx(dict(model.classify(high, LABEL_NAMES, top_k=9)[0])[LABEL], abs=1e-6)
+    assert crop_scores == pytest.approx(dict(model.classify(high, LABEL_NAMES, top_k=9).top)[LABEL], abs=1e-6)
 
 
 def test_a_callable_gives_boxes_per_frame(model, tiles, tmp_path):

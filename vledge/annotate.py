@@ -99,7 +99,7 @@ def annotate(model, folder: str | os.PathLike, labels: Sequence[str] | None = No
                 log.warning("%s", pixels)
                 yield Annotation(rel, [], error=str(pixels))
                 continue
-            top = next(ranked)
+            top = next(ranked).top
             reason = "score" if top[0][1] < review_below else None
             if reason is None and len(top) > 1 and top[0][1] - top[1][1] < review_margin:
                 reason = "margin"

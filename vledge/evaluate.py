@@ -54,16 +54,40 @@ class TorchEmbedder:
 
 @dataclass
 class EvalReport:
+    """Zero-shot and retrieval metrics of one model on one data set.
+
+    ``top5`` is None with fewer than 5 classes (``not_applicable`` says why); ``recall`` holds
+    ``"i2t@k"`` (image -> text) and ``"t2i@k"`` (text -> image); :meth:`clip_benchmark_metrics` gives
+    the same numbers under LAION CLIP_benchmark's names.
+    """
+
     n: int
     top1: float | None = None
     top5: float | None = None
     recall: dict[str, float] = field(default_factory=dict)  # "i2t@1", "t2i@5", ...
     skipped: int = 0
     predictions: np.ndarray | None = None  # top-1 class per image, for agreement checks
+    mean_per_class_recall: float | None = None
+    per_class_recall: dict[str, float] = field(default_factory=dict)  # classes with images in the set
+    not_applicable: dict[str, str] = field(default_factory=dict)  # metric -> why it is None
+    classes: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("predictions")
+        return out
+
+    def clip_benchmark_metrics(self) -> dict[str, float | None]:
+        """The metrics under CLIP_benchmark's keys: ``acc1``, ``acc5``, ``mean_per_class_recall`` where the
+        set is labelled, ``image_retrieval_recall@k`` (text -> image) and ``text_retrieval_recall@k``
+        (image -> text) where it has captions. ``acc5`` is None (CLIP_benchmark: NaN) under 5 classes."""
+        out: dict[str, float | None] = {}
+        if self.top1 is not None:
+            out.update(acc1=self.top1, acc5=self.top5, mean_per_class_recall=self.mean_per_class_recall)
+        for key, value in self.recall.items():
+            direction, k = key.split("@")
+            out[f"{'image' if direction == 't2i' else 'text'}_retrieval_recall@{k}"] = value
         return out
 
 
@@ -80,22 +104,58 @@ def class_embeddings(embedder: Embedder, classes: Sequence[str], templates: Sequ
     return _normalize(_normalize(emb).mean(axis=1))
 
 
-def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, ks: Sequence[int] = RECALL_KS, chunk: int = 2048) -> dict[str, float]:
-    """Image i and text i are the pair; ranks computed in chunks so memory stays flat."""
+def recall_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    """``ks`` as distinct whole numbers of at least 1, in increasing order, else a ConfigError."""
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ConfigError(f"recall k values must be whole numbers of at least 1, e.g. 1,5,10; got {list(ks)}")
+    return tuple(sorted({int(k) for k in ks}))
+
+
+def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, ks: Sequence[int] = RECALL_KS, chunk: int = 2048,
+                caption_ids: np.ndarray | None = None) -> dict[str, float]:
+    """Image i and text i are the pair; ``"i2t@k"`` and ``"t2i@k"`` are the shares of queries whose pair ranks
+    among the first k. A tie is not a hit: every other candidate scoring at least as high ranks ahead, so
+    repeated captions cannot all be hits. ``caption_ids`` (equal ids: the same caption text) makes repeated
+    captions tie exactly, whatever rounding their separate embeddings had. Computed in chunks (memory flat).
+    """
     n = len(image_emb)
+    ids = np.arange(n) if caption_ids is None else np.asarray(caption_ids)
+    distinct, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    texts = text_emb[first]  # one row per distinct caption
+    copies = np.bincount(inverse, minlength=len(distinct))
     i2t_rank = np.empty(n, dtype=np.int64)
     t2i_rank = np.empty(n, dtype=np.int64)
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk))
-        sim = image_emb[rows] @ text_emb.T
-        i2t_rank[rows] = (sim > sim[np.arange(len(rows)), rows][:, None]).sum(1)
-        sim = text_emb[rows] @ image_emb.T
-        t2i_rank[rows] = (sim > sim[np.arange(len(rows)), rows][:, None]).sum(1)
+        sim = image_emb[rows] @ texts.T
+        own = sim[np.arange(len(rows)), inverse[rows]]
+        i2t_rank[rows] = (sim >= own[:, None]).astype(np.int64) @ copies - 1  # the copies tie with the pair
+        sim = texts[inverse[rows]] @ image_emb.T
+        own = sim[np.arange(len(rows)), rows]
+        t2i_rank[rows] = (sim >= own[:, None]).sum(1) - 1
     out = {}
-    for k in ks:
+    for k in recall_ks(ks):
         out[f"i2t@{k}"] = float((i2t_rank < k).mean())
         out[f"t2i@{k}"] = float((t2i_rank < k).mean())
     return out
+
+
+def zero_shot_metrics(report: EvalReport, scores: np.ndarray, truth: np.ndarray, classes: Sequence[str]) -> None:
+    """Top-1, top-5 (None under 5 classes), per-class and mean per-class recall into ``report``.
+
+    ``scores`` (images, classes); ties go to the lower class index, as an argmax gives them."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    report.predictions = order[:, 0]
+    report.top1 = float((order[:, 0] == truth).mean())
+    if len(classes) >= 5:
+        report.top5 = float((order[:, :5] == truth[:, None]).any(1).mean())
+    else:
+        report.top5 = None
+        report.not_applicable["acc5"] = (f"only {len(classes)} classes: top-5 needs at least 5 (every image "
+                                         "would count as a hit)")
+    present = np.unique(truth)
+    report.per_class_recall = {classes[c]: float((report.predictions[truth == c] == c).mean()) for c in present}
+    report.mean_per_class_recall = float(np.mean(list(report.per_class_recall.values())))
 
 
 def evaluate(
@@ -107,10 +167,17 @@ def evaluate(
     batch_size: int = 256,
     max_samples: int | None = None,
     progress: bool = False,
+    ks: Sequence[int] = RECALL_KS,
 ) -> EvalReport:
-    """Zero-shot top-1/top-5 where the data is labelled; image<->text recall@k where captions are real."""
+    """Zero-shot top-1/top-5 and (mean) per-class recall where the data is labelled; image<->text recall@k
+    (``ks``) where captions are real. ``classes`` (the names to prompt with, one per class of the data, in
+    its class order) and ``templates`` default to the data set's."""
     classes = list(classes or data.classes or [])
     templates = list(templates or data.templates)
+    ks = recall_ks(ks)
+    if data.classes and len(classes) != len(data.classes):
+        raise ConfigError(f"{len(classes)} class names given for the {len(data.classes)} classes of "
+                          f"{data.describe()}; give one name per class, in its order: {data.classes[:5]}...")
     if batch_size < 1 or (max_samples is not None and max_samples < 1):
         raise ConfigError(f"batch_size and max_samples must be at least 1, got {batch_size} and {max_samples}")
     n = len(data) if max_samples is None else min(len(data), max_samples)
@@ -130,17 +197,15 @@ def evaluate(
         raise DataError(f"no image of {data.describe()} could be decoded")
     image_emb = np.concatenate(images)
     labels_arr = np.concatenate(labels)
-    report = EvalReport(n=len(image_emb), skipped=skipped)
+    report = EvalReport(n=len(image_emb), skipped=skipped, classes=classes if class_emb is not None else [],
+                        templates=templates if class_emb is not None else [])
     labelled = labels_arr >= 0
     if class_emb is not None and labelled.any():
-        scores = image_emb[labelled] @ class_emb.T
-        order = np.argsort(-scores, axis=1)
-        truth = labels_arr[labelled][:, None]
-        report.top1 = float((order[:, :1] == truth).any(1).mean())
-        report.top5 = float((order[:, :5] == truth).any(1).mean())
-        report.predictions = order[:, 0]
+        zero_shot_metrics(report, image_emb[labelled] @ class_emb.T, labels_arr[labelled], classes)
     if data.has_captions:
-        report.recall = recall_at_k(image_emb, _normalize(embedder.embed_texts(captions)))
+        distinct, caption_ids = np.unique(np.array(captions, dtype=object), return_inverse=True)
+        text_emb = _normalize(embedder.embed_texts(list(distinct)))[caption_ids]  # each distinct caption once
+        report.recall = recall_at_k(image_emb, text_emb, ks, caption_ids=caption_ids)
     return report
 
 
@@ -148,7 +213,9 @@ def format_report(report: EvalReport, title: str = "") -> str:
     """A small table for the terminal."""
     rows = [("images", str(report.n))]
     if report.top1 is not None:
-        rows += [("zero-shot top-1", f"{report.top1:.4f}"), ("zero-shot top-5", f"{report.top5:.4f}")]
+        top5 = f"{report.top5:.4f}" if report.top5 is not None else f"n/a ({len(report.classes)} classes)"
+        rows += [("zero-shot top-1", f"{report.top1:.4f}"), ("zero-shot top-5", top5),
+                 ("mean per-class recall", f"{report.mean_per_class_recall:.4f}")]
     rows += [(f"recall {k}", f"{v:.4f}") for k, v in report.recall.items()]
     if report.skipped:
         rows.append(("skipped (undecodable)", str(report.skipped)))
@@ -156,6 +223,40 @@ def format_report(report: EvalReport, title: str = "") -> str:
     lines = [title] if title else []
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)
+
+
+def model_identity(embedder: Embedder, path) -> dict:
+    """What was evaluated: a bundle by the sha256 of its manifest (which lists every file's sha256), a
+    checkpoint by the sha256 over its folder's file names and contents."""
+    if isinstance(embedder, RuntimeEmbedder):
+        return {"path": str(path), "kind": "bundle", "sha256": embedder.edge.info().get("manifest_sha256"),
+                "hash_of": "the bundle manifest"}
+    from vledge.bundle import folder_fingerprint
+
+    return {"path": str(path), "kind": "checkpoint", "sha256": folder_fingerprint(path),
+            "hash_of": "the folder's files"}
+
+
+def evaluation_record(report: EvalReport, embedder: Embedder, model_path, data: ImageTextDataset,
+                      split: str | None) -> dict:
+    """The JSON ``vledge eval --json`` writes: CLIP_benchmark's ``metrics`` keys, and what produced them
+    (model hash, data and split, classes and templates, vledge version)."""
+    from vledge.version import __version__
+
+    return {
+        "model": model_identity(embedder, model_path),
+        "dataset": data.describe(),
+        "split": data.split,
+        "split_requested": split,
+        "images": report.n,
+        "skipped": report.skipped,
+        "metrics": report.clip_benchmark_metrics(),
+        "not_applicable": report.not_applicable,
+        "per_class_recall": report.per_class_recall,
+        "prompts": {"classes": report.classes, "templates": report.templates},
+        "recall_ties": "a tie is not a hit: every other candidate scoring at least as high ranks ahead",
+        "vledge_version": __version__,
+    }
 
 
 def load_embedder(path, device: str = "auto", allow_pickle: bool = False) -> Embedder:

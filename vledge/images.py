@@ -226,13 +226,40 @@ def _at_size(source, spec: PreprocessSpec) -> bool:
     )
 
 
+def is_one_image(images) -> bool:
+    """True for one image (a path, PIL image, HW / HWC array, encoded bytes or a binary stream); False for a
+    sequence, an NHWC array or any other iterable of images."""
+    if isinstance(images, np.ndarray):
+        return images.ndim <= 3
+    return isinstance(images, (str, os.PathLike, Image.Image, *_BYTES)) or hasattr(images, "read")
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def check_channels(channels) -> str:
+    """``channels`` if it is a channel order this module knows, else a ConfigError."""
+    if channels not in CHANNEL_ORDERS:
+        raise ConfigError(f"channels must be 'rgb' or 'bgr' (OpenCV frames), got {channels!r:.40}")
+    return channels
+
+
+def as_rgb(image, channels: str):
+    """An HWC array in ``channels`` order (``"bgr"``: OpenCV's BGR or BGRA) as RGB(A), a view where possible.
+    Grayscale arrays, PIL images, paths and encoded bytes carry their own channel order and are returned as
+    they are."""
+    if channels == "bgr" and isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[..., ::-1] if image.shape[2] == 3 else image[..., [2, 1, 0, 3]]
+    return image
+
+
 def iter_images(images) -> Iterator:
     """One image (a path, PIL image, HW / HWC array, encoded bytes or stream) as an iterator of one; a
     sequence, an NHWC array or any other iterable (a generator of frames) item by item, without listing it."""
-    if isinstance(images, np.ndarray):
-        return iter([images]) if images.ndim <= 3 else iter(images)
-    if isinstance(images, (str, os.PathLike, Image.Image, *_BYTES)) or hasattr(images, "read"):
+    if is_one_image(images):
         return iter([images])
+    if isinstance(images, np.ndarray):
+        return iter(images)
     if images is None or isinstance(images, Mapping):
         raise ConfigError(f"images cannot be {'None' if images is None else 'a mapping'}; pass an image (path, PIL "
                           "image, uint8 array, encoded bytes) or a list of them")

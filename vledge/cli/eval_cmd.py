@@ -1,16 +1,38 @@
-"""`vledge eval`: zero-shot accuracy and retrieval recall of a checkpoint or a bundle."""
+"""`vledge eval`: zero-shot accuracy and retrieval recall of a checkpoint or a bundle, with the metric names
+of LAION's CLIP_benchmark in its JSON."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+EPILOG = """examples:
+  vledge eval bundle/ --data digits
+  vledge eval bundle/ --data photos/ --classes names.txt --templates 'a photo of a {}.' --json eval.json
+  vledge eval ckpt/ --data captions.csv --recall-k 1,5,10
+
+--templates takes a file (one template a line, or a JSON list) or a template, and may be repeated;
+CLIP_benchmark's {c} is read as {}. --classes takes a file of class names in the data set's class order
+(one a line, or a JSON list), or a JSON object mapping each class (folder name, CSV label) to its name.
+A captions file or a folder without train/ and test/ subfolders is one set: it has no --split."""
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="zero-shot top-1/top-5 and recall@k of a checkpoint or bundle")
+    import argparse
+
+    p = sub.add_parser("eval", help="zero-shot top-1/top-5, per-class recall and recall@k of a checkpoint or bundle",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a checkpoint folder (vledge, Hugging Face CLIP, LoRA adapter) or a bundle")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None,
+                   help="train or test (default: test for built-in sets and train/ + test/ folders; a captions file "
+                        "or a plain folder is used whole and has no split)")
+    p.add_argument("--templates", action="append", default=None, metavar="FILE_OR_TEMPLATE",
+                   help="prompt templates: a file or a template such as 'a photo of a {}.' (repeatable; default: "
+                        "the data set's)")
+    p.add_argument("--classes", default=None, metavar="FILE", help="the class names to prompt with (default: the data "
+                                                                   "set's class names)")
+    p.add_argument("--recall-k", default="1,5,10", help="comma-separated k for retrieval recall@k (default: 1,5,10)")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="for bundles: auto, cpu, cuda, tensorrt, NPU, ...")
@@ -21,18 +43,31 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _ks(text: str) -> list[int]:
+    from vledge.errors import ConfigError
+
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise ConfigError(f"--recall-k takes comma-separated whole numbers, e.g. 1,5,10; got {text!r:.60}") from None
+
+
 def run(args) -> int:
     from vledge.data import load_dataset
-    from vledge.evaluate import evaluate, format_report, load_embedder
+    from vledge.eval_prompts import read_classes, read_templates
+    from vledge.evaluate import evaluate, evaluation_record, format_report, load_embedder, recall_ks
     from vledge.output import check_writable, write_json
 
     if args.json_out:
         check_writable(Path(args.json_out).parent, "--json")
+    ks = recall_ks(_ks(args.recall_k))
+    templates = read_templates(args.templates) if args.templates else None
+    data = load_dataset(args.data, args.split, args.data_dir, strict_split=True)
+    classes = read_classes(args.classes, data.classes) if args.classes else None
     embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle)
-    data = load_dataset(args.data, args.split, args.data_dir)
-    report = evaluate(embedder, data, batch_size=args.batch_size, max_samples=args.max_samples, progress=True)
+    report = evaluate(embedder, data, classes=classes, templates=templates, batch_size=args.batch_size,
+                      max_samples=args.max_samples, progress=True, ks=ks)
     print(format_report(report, title=f"{args.model} on {data.describe()}"))
     if args.json_out:
-        out = {"model": str(args.model), "data": data.describe(), **report.to_dict()}
-        write_json(args.json_out, out, "--json")
+        write_json(args.json_out, evaluation_record(report, embedder, args.model, data, args.split), "--json")
     return 0

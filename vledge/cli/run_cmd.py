@@ -18,6 +18,6 @@ def run(args) -> int:
 
     model = vledge.load(args.bundle, device=args.device)
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels is not None else None
-    for path, ranked in zip(args.images, model.classify(args.images, labels=labels, top_k=args.top_k)):
-        print(f"{path}: " + ", ".join(f"{name} {prob:.3f}" for name, prob in ranked))
+    for path, prediction in zip(args.images, model.classify(args.images, labels=labels, top_k=args.top_k)):
+        print(f"{path}: " + ", ".join(f"{name} {prob:.3f}" for name, prob in prediction.top))
     return 0

@@ -46,15 +46,21 @@ __all__ = [
 ]
 
 
-def load_dataset(source: str | os.PathLike, split: str = "train", data_dir: str | None = None) -> ImageTextDataset:
+def load_dataset(source: str | os.PathLike, split: str | None = "train", data_dir: str | None = None, *,
+                 strict_split: bool = False) -> ImageTextDataset:
     """Load a data set by built-in name or path; ``data_dir`` only applies to built-in sets.
 
+    ``split=None`` asks for the evaluation data: the ``test`` split of a built-in set or a split folder,
+    the whole of a captions file or a plain folder. A file or plain folder is one set: asked for another
+    split it is used whole with a warning, or, with ``strict_split``, refused (DataError).
     Raises ConfigError for an unknown name (with a "did you mean"), DataError for a missing path or
     unreadable / empty data.
     """
     text = os.fspath(source)
     if text in DATASETS:
-        return DATASETS.get(text)(split, data_dir)
+        dataset = DATASETS.get(text)(split or "test", data_dir)
+        dataset.split = split or "test"
+        return dataset
     path = Path(text).expanduser()
     if not _looks_like_path(text, path):
         try:
@@ -68,8 +74,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", data_dir: str 
     if path.is_file():
         if path.suffix.lower() not in CAPTIONS_SUFFIXES:
             raise DataError(f"{path} is not a captions file; {_SOURCES_HINT}")
-        return _whole(CaptionsDataset(path), split)
-    return _from_folder(path, split)
+        return _whole(CaptionsDataset(path), split, strict_split)
+    return _from_folder(path, split, strict_split)
 
 
 def _looks_like_path(text: str, path: Path) -> bool:
@@ -89,27 +95,37 @@ def _split_folders(folder: Path) -> list[str]:
     return sorted(present & {"train", "test", "val", "validation"}) if "train" in present and has_eval else []
 
 
-def _from_folder(folder: Path, split: str) -> ImageTextDataset:
+def _from_folder(folder: Path, split: str | None, strict: bool) -> ImageTextDataset:
     captions = _captions_file(folder)
     if captions is not None:
-        return _whole(CaptionsDataset(captions), split)
+        return _whole(CaptionsDataset(captions), split, strict)
     splits = _split_folders(folder)
     if not splits:
-        return _whole(ImageFolderDataset(folder), split)
+        return _whole(ImageFolderDataset(folder), split, strict)
+    split = split or "test"
     chosen = next((name for name in SPLIT_FOLDERS.get(split, ()) if name in splits), None)
     if chosen is None:
         raise DataError(f"{folder} has no {split!r} split; its split folders are {splits}")
     split_root = folder / chosen
     captions = _captions_file(split_root)
     if captions is not None:
-        return CaptionsDataset(captions)
-    # Classes from every split, so that label indices agree between train and test.
-    folders = sorted({name for s in splits for name in class_folders(folder / s)})
-    return ImageFolderDataset(split_root, folders=folders, name=f"{folder.name}/{chosen}")
+        dataset = CaptionsDataset(captions)
+    else:
+        # Classes from every split, so that label indices agree between train and test.
+        folders = sorted({name for s in splits for name in class_folders(folder / s)})
+        dataset = ImageFolderDataset(split_root, folders=folders, name=f"{folder.name}/{chosen}")
+    dataset.split = chosen
+    return dataset
 
 
-def _whole(dataset: ImageTextDataset, split: str) -> ImageTextDataset:
-    if split != "train":
+def _whole(dataset: ImageTextDataset, split: str | None, strict: bool) -> ImageTextDataset:
+    if split is not None and strict:
+        raise DataError(
+            f"{dataset.name} has no {split!r} split: a captions file or a folder without train/ and test/ "
+            "subfolders is one set. Leave the split out to use all of it, point at a separate file or folder "
+            f"of held-out images, or arrange the folder as train/ and test/ subfolders (then {split!r} picks "
+            "test/, or val/)")
+    if split not in (None, "train"):
         # Loud on purpose: evaluating on "test" here may mean evaluating on training data.
         log.warning("%s has no separate %r split; using all of it (it may overlap the training data)",
                     dataset.name, split)

@@ -38,9 +38,11 @@ class ImageTextDataset:
     ``classes`` is the list of class names when the set is labelled, and ``templates`` the prompt
     templates that turn a class name into a caption (used for zero-shot evaluation too).
     ``has_captions`` is True when captions are real text rather than prompts made from class names.
+    ``split`` names the split ``load_dataset`` picked (None: a set with no splits, used whole).
     """
 
     name: str = "dataset"
+    split: str | None = None
     classes: list[str] | None = None
     templates: Sequence[str] = DEFAULT_TEMPLATES
     has_captions: bool = False

@@ -76,7 +76,7 @@ def create_app(config: ServeConfig, *, loader=None):
         top_k = _int_field(form.get("top_k"), "top_k", 5, 1, 10_000)
 
         def fn(model):
-            return model.classify(_decode(image, config), labels, top_k=top_k, templates=templates)[0]
+            return model.classify(_decode(image, config), labels, top_k=top_k, templates=templates).top
 
         ranked = await run_model("/v1/classify", fn)
         return _json({"labels": [{"label": name, "score": score} for name, score in ranked]})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vledge import __version__
+from vledge.version import __version__
 
 ENDPOINTS = ("/", "/healthz", "/metrics", "/v1/classify", "/v1/embed/image", "/v1/embed/text")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -39,6 +39,7 @@ class RegionScores:
 
     @property
     def top(self) -> tuple[str, float]:
+        """The best (label, probability) of this region."""
         return max(self.scores.items(), key=lambda kv: kv[1])
 
 
@@ -56,6 +57,7 @@ class FrameResult:
     final: bool = False
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready values (one JSON line of ``vledge watch``)."""
         return {
             "frame": self.index, "time": round(self.time, 6), "wall": round(self.wall, 3),
             "latency_ms": round(self.latency * 1e3, 2), "final": self.final,
@@ -79,6 +81,7 @@ class StreamStats:
     latencies: deque = field(default_factory=lambda: deque(maxlen=256))
 
     def snapshot(self) -> dict:
+        """The counters with fps, latency p50/max (ms) and seconds since the start."""
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         lat = sorted(self.latencies)
         pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3, 2)) if lat else (lambda q: None)
@@ -234,7 +237,7 @@ class Stream:
         self.stats.batches += 1
         at = 0
         for frame, frame_slots in zip(frames, slots):
-            scores = [RegionScores(rid, box, dict(ranked[at + i])) for i, (rid, box) in enumerate(frame_slots)]
+            scores = [RegionScores(rid, box, dict(ranked[at + i].top)) for i, (rid, box) in enumerate(frame_slots)]
             at += len(frame_slots)
             events = []
             if self._tracker is not None:
