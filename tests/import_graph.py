@@ -40,14 +40,26 @@ def module_files() -> dict[str, Path]:
 
 
 def _imports(tree: ast.Module):
-    """(node, lazy) for each import statement; lazy when a function encloses it."""
+    """(node, lazy) for each import statement; lazy when a function encloses it. Imports under
+    ``if TYPE_CHECKING:`` never run, so they are not edges."""
     stack = [(node, False) for node in tree.body]
     while stack:
         node, lazy = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, lazy
+        if _is_type_checking(node):
+            stack.extend((child, lazy) for child in node.orelse)
+            continue
         inside = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         stack.extend((child, inside) for child in ast.iter_child_nodes(node))
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _named(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
