@@ -24,7 +24,7 @@ def stream(model, source, **options):
     return Stream(model, source, **options)
 
 
-def compress(teacher, *, out, target: str = "cpu", **kwargs):
+def compress(teacher, *, out, target: str | None = None, **kwargs):
     """Compress a teacher into a verified edge bundle; see :func:`vledge.compress.compress` (needs torch)."""
     from vledge.compress.pipeline import compress as _compress
 
