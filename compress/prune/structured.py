@@ -14,7 +14,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import torch
+
+from vledge.compress.prune.cnn import is_cnn, prune_conv_channels_
 from vledge.compress.prune.config import CRITERIA, PruneConfig
+from vledge.compress.prune.text import prune_attention_heads_, prune_mlp_width_
 from vledge.models.prune_shapes import module_shapes, param_shapes, record_pruned_
 
 log = logging.getLogger(__name__)
@@ -91,29 +95,25 @@ def _ignored_under(prefix: str, patterns: tuple[str, ...]) -> Callable[[str], bo
 
 
 def _prune_tower_(tower, config: PruneConfig, ignored: Callable[[str], bool], image_size: int) -> TowerPruneResult:
-    from vledge.compress.prune import cnn as prune_cnn, text as prune_text
-
     result = TowerPruneResult(count_params(tower), count_params(tower))
     if config.ratio == 0 or ignored(""):
         return result
     shapes, params = module_shapes(tower), param_shapes(tower)
     norm = CRITERIA[config.criterion]
-    if prune_cnn.is_cnn(tower):
+    if is_cnn(tower):
         if "conv_channels" in config.parts:
-            import torch
-
             example = torch.zeros(1, 3, image_size, image_size, device=next(tower.parameters()).device)
             layers = [m for n, m in tower.named_modules() if n and ignored(n)]
-            prune_cnn.prune_conv_channels_(
+            prune_conv_channels_(
                 tower, example, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=layers
             )
     else:
         if "attention_heads" in config.parts:
-            result.heads_removed, result.skipped = prune_text.prune_attention_heads_(
+            result.heads_removed, result.skipped = prune_attention_heads_(
                 tower, ratio=config.ratio, norm=norm, ignored=ignored
             )
         if "mlp_width" in config.parts:
-            prune_text.prune_mlp_width_(tower, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=ignored)
+            prune_mlp_width_(tower, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=ignored)
     result.changed = record_pruned_(tower, shapes, params, result.heads_removed)
     result.params_after = count_params(tower)
     return result
