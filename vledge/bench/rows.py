@@ -11,7 +11,7 @@ Where the student comes from (``student_source``):
   (``vledge.compress.distilled_student``, the cpu target's default recipe) into the work folder,
   where a later run with the same teacher and settings finds and reuses it.
 The student's variants are then made with the pipeline's own export and quantize stages
-(``export_towers``, ``quantize_towers_for_target``), without the verify gate's recovery; to
+(``export_towers``, ``quantized_towers``), without the verify gate's recovery; to
 measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle itself.
 """
 
