@@ -56,3 +56,12 @@ def test_unknown_names_and_inconsistent_rows_are_refused():
         TargetSpec(**{**row, "export_format": "tflite"}, static_shapes=False)
     with pytest.raises(ConfigError, match=r"target 'x' has no placement to run on"):
         TargetSpec(**{**row, "chain": ()}, static_shapes=False)
+
+
+def test_the_plain_table_says_where_each_target_runs_here(capsys):
+    assert main(["targets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["target", "files"] and "runs here as" in lines[0]
+    rows = {line.split()[0]: line for line in lines[1 : 1 + len(TARGETS.names())]}
+    assert sorted(rows) == TARGETS.names()
+    assert "onnxruntime:cpu" in rows["cpu"] and "INT8 here:" in lines[-1]
