@@ -25,7 +25,7 @@ from vledge.models.factory import build_dual_encoder
 from vledge.compress.export import export_onnx
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.quantize import QuantizeConfig, quantize_tower
-from vledge.compress.openvino_export import export_openvino
+from vledge.compress.export import export_openvino
 
 torch.manual_seed(0)
 image_cfg = {"arch": IMAGE} if IMAGE != "resnet18" else {"arch": "resnet18", "stem": "small"}

@@ -1,6 +1,7 @@
 """CompressConfig: the resolved recipe of one `vledge compress` run, saved inside every bundle.
 
-Later settings win: defaults < target preset < recipe file (--config) < CLI flags.
+Later settings win: defaults < target (``TargetSpec.settings()``) < recipe file (--config) < CLI flags.
+The target is looked up once, where the config is made: ``CompressConfig.target`` is its row.
 """
 
 from __future__ import annotations
@@ -10,36 +11,33 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from vledge.compress.distill import DistillConfig
-from vledge.compress.prune import PruneConfig
+from vledge.compress.export.stage import ExportConfig
+from vledge.compress.prune.config import PruneConfig
 from vledge.compress.quantize import QuantizeConfig
+from vledge.compress.verify.config import GateConfig
 from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
-from vledge.targets import get_target
+from vledge.targets import TargetSpec, as_target
 
 CONFIG_VERSION = 1
-
-# What a target changes in the defaults. Static-shape targets fix the batch (and the sequence
-# length, which comes from the tokenizer).
-TARGET_PRESETS: dict[str, dict] = {
-    "intel-npu": {"static_batch": 1},
-}
 
 
 @dataclass
 class CompressConfig:
     """Everything `vledge compress` needs beyond the teacher and the output folder.
 
+    target: the target's row (given by name, it is looked up here; JSON holds the name).
     student: a registered student name (``vledge students``), or None for the teacher's default.
     tolerance: the verify gate: the bundle may lose at most this much zero-shot top-1 (a fraction:
         0.02 is two points) against the teacher on held-out data, else the run fails.
     eval_samples: held-out images used by the gate (None: the whole held-out split).
     prune: structured pruning; ratio 0 skips the stage. recovery: distillation after pruning.
-    static_batch: fixes every input shape (NPU); None keeps the batch dynamic.
+    static_batch: the fixed batch of a static-shape target (its own by default); ignored by dynamic targets.
     cache_dir: where the teacher's outputs are cached for distillation (None: no cache); see
         vledge.compress.teacher_cache. Reused across stages and runs with the same teacher and data.
     """
 
-    target: str = "cpu"
+    target: TargetSpec | str = "cpu"
     student: str | None = None
     data: str = "fashion-mnist"
     data_dir: str | None = None
@@ -54,18 +52,25 @@ class CompressConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        get_target(self.target)  # "did you mean" on a bad name
-        if not 0 <= self.tolerance < 1:
-            raise ConfigError(f"tolerance is a fraction of top-1 in [0, 1) (0.02 = two points), got {self.tolerance!r}")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise ConfigError(f"eval_samples must be positive or None, got {self.eval_samples!r}")
+        self.target = as_target(self.target)  # "did you mean" on a bad name
         if self.static_batch is not None and self.static_batch < 1:
             raise ConfigError(f"static_batch must be positive or None, got {self.static_batch!r}")
+        self.gate_config()  # checks tolerance and eval_samples
+
+    def export_config(self) -> ExportConfig:
+        """Stage 4's settings: the target's format and shapes."""
+        return ExportConfig.for_target(self.target, self.static_batch)
+
+    def gate_config(self) -> GateConfig:
+        """Stage 6's settings."""
+        return GateConfig(tolerance=self.tolerance, eval_samples=self.eval_samples)
 
     def to_dict(self) -> dict:
         out = {"version": CONFIG_VERSION}
         for f in fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, TargetSpec):
+                value = value.name
             out[f.name] = value.to_dict() if hasattr(value, "to_dict") else value
         return out
 
@@ -79,9 +84,11 @@ class CompressConfig:
         return cls(**data)
 
 
-def resolve_config(target: str, recipe: str | Path | None = None, overrides: dict | None = None) -> CompressConfig:
-    """defaults < target preset < recipe file < overrides (CLI flags; None values are ignored)."""
-    merged = _deep_merge(CompressConfig(target=target).to_dict(), TARGET_PRESETS.get(target, {}))
+def resolve_config(target: TargetSpec | str, recipe: str | Path | None = None, overrides: dict | None = None) -> CompressConfig:
+    """defaults < target < recipe file < overrides (CLI flags; None values are ignored). A recipe's own
+    ``target`` is ignored: the target is chosen by ``target`` alone."""
+    spec = as_target(target)
+    merged = _deep_merge(CompressConfig(target=spec).to_dict(), spec.settings())
     if recipe is not None:
         try:
             from_file = json.loads(Path(recipe).read_text())
@@ -92,6 +99,7 @@ def resolve_config(target: str, recipe: str | Path | None = None, overrides: dic
         from_file.pop("target", None)
         merged = _deep_merge(merged, from_file)
     merged = _deep_merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    merged["target"] = spec
     return CompressConfig.from_dict(merged)
 
 

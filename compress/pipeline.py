@@ -1,65 +1,35 @@
-"""`vledge compress`: teacher -> student -> distil -> prune -> export -> quantize -> verify -> bundle.
+"""`vledge compress`: the stages in order, each a function usable on its own, gathered into one report.
 
-Each stage is a function usable on its own; this module runs them in order, logs one summary line
-per stage and gathers one report. Expensive stages (distil, prune) are kept in a work folder so an
-interrupted run can `--resume`; the bundle itself is written atomically.
+1. load the teacher (``compress.stages.load_teacher_stage``)
+2. distil a student (``compress.stages.distilled_student``; ``--student teacher`` keeps the teacher)
+3. prune, then recover by distillation (``compress.prune.pruned_student``), when ``prune.ratio > 0``
+4. export both towers to FP32 ONNX, parity checked (``compress.export.export_towers``)
+5. quantize them with the target's scheme (``compress.stages.quantized_towers``)
+6. verify against the teacher, keeping a drifting tower in FP32 (``compress.verify.verify_with_recovery``)
+7. write the bundle atomically (``compress.bundle.package.write_final_bundle``)
+
+This module logs one summary line per stage. Expensive stages (distil, prune) are kept in a work folder
+so an interrupted run can ``--resume``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vledge.compress.config import CompressConfig, resolve_config
+from vledge.compress.report import CompressReport, StageRecord
 from vledge.compress.workdir import WorkDir, stage_key
 from vledge.errors import BundleError, ConfigError, OutputError, VerificationError
 from vledge.output import NO_SPACE, check_writable
+from vledge.targets import TargetSpec, as_target
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class StageRecord:
-    name: str
-    summary: str
-    seconds: float
-    reused: bool = False
-    details: dict = field(default_factory=dict)
-
-
-@dataclass
-class CompressReport:
-    target: str
-    out: str | None
-    passed: bool
-    stages: list[StageRecord] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        lines = [f"{s.name:<9} {s.seconds:7.1f} s{' (resumed)' if s.reused else ''}  {s.summary}" for s in self.stages]
-        return "\n".join(lines)
-
-    def headline(self) -> str:
-        from vledge.compress.verify import metric_value
-
-        m = self.metrics
-        metric = m["metric"]
-
-        def value(side: dict) -> float:
-            return metric_value(side, metric)
-
-        return (
-            f"{metric}: teacher {value(m['teacher']):.4f} -> bundle {value(m['bundle']):.4f} "
-            f"({value(m['bundle']) / max(value(m['teacher']), 1e-12) * 100:.1f}% kept); "
-            f"params {m['teacher_params'] / 1e6:.2f}M -> {m['student_params'] / 1e6:.2f}M ({m['param_ratio']}x); "
-            f"size {m['teacher_bytes'] / 1e6:.1f} MB -> {m['bundle_bytes'] / 1e6:.2f} MB ({m['size_ratio']}x)"
-        )
+__all__ = ["CompressReport", "StageRecord", "compress"]
 
 
 class _Recorder:
@@ -105,7 +75,7 @@ def compress(
     teacher: str | Path,
     *,
     out: str | Path,
-    target: str = "cpu",
+    target: TargetSpec | str | None = None,
     config: CompressConfig | None = None,
     adapter: str | Path | None = None,
     labels: list[str] | None = None,
@@ -117,6 +87,8 @@ def compress(
 ) -> CompressReport:
     """Compress the joint model at ``teacher`` into a verified bundle at ``out`` for ``target``.
 
+    ``config`` (from ``resolve_config``) carries its own target; ``target`` alone resolves the defaults
+    for it (default "cpu"); both together must name the same target, else ``ConfigError``.
     Raises ``VerificationError`` (with the report) when the bundle loses more than the tolerance
     against the teacher even after keeping the offending tower in higher precision, and
     ``OutputError`` when ``out`` or the work folder cannot be written (checked before any work) or
@@ -125,21 +97,14 @@ def compress(
     """
     from vledge.train import distributed
 
-    config = config or resolve_config(target)
+    config = _config_for(target, config)
     out = Path(out)
     if distributed.init_from_env() and not distributed.is_main():
         return _run_stages(teacher, out, config, adapter, labels, overwrite, None, allow_pickle)
     _check_out(out, overwrite)
     _check_labels(labels)
     check_writable(out.parent, "--out")
-    work = WorkDir(check_writable(Path(work_dir or f"{out}.work"), "--work-dir"))
-    if not resume and not work.is_empty():
-        if not overwrite:
-            work.close()
-            raise ConfigError(
-                f"work folder {work.root} holds an earlier run: pass --resume to continue it or --overwrite to start over"
-            )
-        work.clear()
+    work = _open_work(Path(work_dir or f"{out}.work"), resume, overwrite)
     passed = False
     try:
         report = _run_stages(teacher, out, config, adapter, labels, overwrite, work, allow_pickle)
@@ -164,10 +129,34 @@ def compress(
     return report
 
 
+def _open_work(root: Path, resume: bool, overwrite: bool) -> WorkDir:
+    """The run's locked work folder: an earlier run's stages kept for ``resume``, cleared for ``overwrite``."""
+    work = WorkDir(check_writable(root, "--work-dir"))
+    if not resume and not work.is_empty():
+        if not overwrite:
+            work.close()
+            raise ConfigError(
+                f"work folder {work.root} holds an earlier run: pass --resume to continue it or --overwrite to start over"
+            )
+        work.clear()
+    return work
+
+
+def _config_for(target: TargetSpec | str | None, config: CompressConfig | None) -> CompressConfig:
+    if config is None:
+        return resolve_config(target or "cpu")
+    if target is not None and as_target(target).name != config.target.name:
+        raise ConfigError(
+            f"compress got target {as_target(target).name!r} and a config for target {config.target.name!r}: "
+            "pass the config alone (its target is used), or resolve_config(target, ...) for the target you mean"
+        )
+    return config
+
+
 def _teacher_offer(teacher, train_data, held_out, config: CompressConfig, work: WorkDir, verified, report) -> str:
     """For a distilled student that failed the gate: what the quantized teacher gives, measured (or why not)."""
     from vledge.compress.students import TEACHER
-    from vledge.compress.teacher_offer import describe, measure_quantized_teacher
+    from vledge.compress.verify.teacher_offer import describe, measure_quantized_teacher
 
     if config.student == TEACHER:
         return ""
@@ -177,53 +166,77 @@ def _teacher_offer(teacher, train_data, held_out, config: CompressConfig, work: 
         log.warning("could not measure the quantized teacher: %s: %s", type(exc).__name__, exc)
         return " (The teacher itself could not be quantized for comparison; see the log.)"
     report.metrics["quantized_teacher"] = offer
-    return " " + describe(offer, config.target)
+    return " " + describe(offer, config.target.name)
+
+
+def _student_stages(teacher, config: CompressConfig, adapter, allow_pickle: bool, work: WorkDir | None, rec: _Recorder):
+    """Stages 1-3: the teacher, its distilled (and pruned) student, and the data both are measured on."""
+    from vledge.compress import stages
+    from vledge.compress.prune import pruned_student
+    from vledge.models.identity import describe_model
+
+    t = time.perf_counter()
+    teacher_model, teacher_id = stages.load_teacher_stage(teacher, adapter, allow_pickle)
+    rec.add("load", describe_model(teacher_model, "teacher") + f", sha256 {teacher_id[:12]}", t)
+    train_data, held_out = _held_out(config)
+
+    t = time.perf_counter()
+    key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
+    student, record, reused = stages.distilled_student(
+        teacher_model, train_data, config.distill, student=config.student, seed=config.seed,
+        cache_dir=config.cache_dir, work=work, key=key, teacher_id=teacher_id)
+    rec.add("distill", record["summary"], t, reused=reused, details=record)
+
+    if config.prune.ratio > 0:
+        if student is teacher_model:  # pruning works in place, and the gate still needs the teacher as it was
+            student = copy.deepcopy(student)
+        t = time.perf_counter()
+        key = stage_key(key, config.prune.to_dict(), config.recovery.to_dict())
+        student, record, reused = pruned_student(student, teacher_model, train_data, config.prune, config.recovery,
+                                                 cache_dir=config.cache_dir, work=work, key=key, teacher_id=teacher_id)
+        rec.add("prune", record["summary"], t, reused=reused, details=record)
+    return teacher_model, teacher_id, student, train_data, held_out
+
+
+def _edge_stages(teacher_model, student, train_data, held_out, config: CompressConfig, work: WorkDir, rec: _Recorder):
+    """Stages 4-6: export, quantize and verify; returns the gate's ``Verified``."""
+    from vledge.compress import stages
+    from vledge.compress.export import export_towers
+    from vledge.compress.verify.gate import verify_with_recovery
+
+    t = time.perf_counter()
+    exported = export_towers(student, held_out, work.start("export"), config.export_config())
+    rec.add("export", exported.summary, t, details={"parity": exported.parity})
+
+    t = time.perf_counter()
+    quantized = stages.quantized_towers(student, train_data, exported, work.start("quantize"), config.target.quantization,
+                                        config.quantize, config.seed)
+    rec.add("quantize", quantized.summary, t, details={"towers": {k: s.quantization for k, (s, _) in quantized.towers.items()}})
+
+    t = time.perf_counter()
+    verified = verify_with_recovery(teacher_model, student, held_out, exported, quantized.towers, work, config.target,
+                                    config.gate_config())
+    rec.add("verify", verified.report.summary(), t, details={"recovered": verified.recovered})
+    return verified
 
 
 def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, overwrite: bool, work: WorkDir | None,
                 allow_pickle: bool) -> CompressReport:
     """All stages on rank 0 (or in a single process); under torchrun the other ranks (``work`` None) help
     distil, then wait for rank 0 to export, verify and write the bundle."""
-    from vledge.compress import stages
-    from vledge.compress.gate import verify_with_recovery
-    from vledge.compress.package import size_metrics, write_final_bundle
+    from vledge.compress.bundle.package import size_metrics, write_final_bundle
     from vledge.train import distributed
 
-    report = CompressReport(target=config.target, out=None, passed=False)
+    report = CompressReport(target=config.target.name, out=None, passed=False)
     rec = _Recorder(report)
-
-    t = time.perf_counter()
-    teacher_model, teacher_id = stages.load_teacher_stage(teacher, adapter, allow_pickle)
-    rec.add("load", stages.describe_model(teacher_model, "teacher") + f", sha256 {teacher_id[:12]}", t)
-    train_data, held_out = _held_out(config)
-
-    t = time.perf_counter()
-    key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
-    student, record, reused = stages.distilled_student(teacher_model, train_data, config, work, key, teacher_id=teacher_id)
-    rec.add("distill", record["summary"], t, reused=reused, details=record)
-
-    if config.prune.ratio > 0:
-        t = time.perf_counter()
-        key = stage_key(key, config.prune.to_dict(), config.recovery.to_dict())
-        student, record, reused = stages.pruned_student(student, teacher_model, train_data, config, work, key,
-                                                        teacher_id=teacher_id)
-        rec.add("prune", record["summary"], t, reused=reused, details=record)
+    teacher_model, teacher_id, student, train_data, held_out = _student_stages(teacher, config, adapter, allow_pickle,
+                                                                                work, rec)
     if work is None:
         report.passed = distributed.broadcast_flag(False)  # rank 0's outcome
         return report
-
-    t = time.perf_counter()
-    exported = stages.export_towers(student, held_out, config, work.start("export"))
-    rec.add("export", exported.summary, t, details={"parity": exported.parity})
-
-    t = time.perf_counter()
-    quantized = stages.quantize_towers_for_target(student, train_data, exported, config, work.start("quantize"))
-    rec.add("quantize", quantized.summary, t, details={"towers": {k: s.quantization for k, (s, _) in quantized.towers.items()}})
-
-    t = time.perf_counter()
-    verified = verify_with_recovery(teacher_model, student, held_out, exported, quantized, config, work)
-    rec.add("verify", verified.report.summary(), t, details={"recovered": verified.recovered})
-    report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered, **size_metrics(teacher, teacher_model, student, verified.towers)}
+    verified = _edge_stages(teacher_model, student, train_data, held_out, config, work, rec)
+    report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered,
+                      **size_metrics(teacher, teacher_model, student, verified.towers)}
     if not verified.report.passed:
         raise VerificationError(
             f"the compressed model loses {verified.report.drop * 100:.2f} points of {verified.report.metric} against "
@@ -234,8 +247,9 @@ def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, ove
         )
 
     t = time.perf_counter()
-    write_final_bundle(out, teacher_model, student, verified, config, report.metrics, teacher_id, labels, overwrite,
-                       held_out=held_out)
+    write_final_bundle(out, teacher_model, student, verified, target=config.target, recipe=config.to_dict(),
+                       metrics=report.metrics, teacher_id=teacher_id, labels=labels, held_out=held_out,
+                       overwrite=overwrite)
     rec.add("bundle", f"{out} ({report.metrics['bundle_bytes'] / 1e6:.2f} MB)", t)
     report.out, report.passed = str(out), True
     return report

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from vledge.compress.openvino_export import convert_onnx, count_ov_ops, save_openvino
+from vledge.compress.export.to_openvino import convert_onnx, count_ov_ops, save_openvino
 from vledge.compress.quantize import (
     QUANTIZERS, QuantizeConfig, has_attention, output_path, record_cosine, require_calibration,
 )

@@ -3,7 +3,7 @@ computed once and reused across epochs, stages (distillation, recovery after pru
 behind MobileCLIP's reinforced data set.
 
 One folder per (teacher, data set) under the cache directory, named by the teacher's weight hash
-(:func:`vledge.compress.stages.model_fingerprint`) and a fingerprint of the data (source and split, size,
+(:func:`vledge.models.identity.model_fingerprint`) and a fingerprint of the data (source and split, size,
 classes and templates, a subset's indices, the preprocessing). Inside:
 
 - ``images-00000.safetensors``, ...: one shard per ``shard_rows`` consecutive data indices, holding the
@@ -203,7 +203,7 @@ class TeacherCache:
     def __init__(self, cache_dir: str | os.PathLike, teacher, data: ImageTextDataset, *,
                  spec: PreprocessSpec | None = None, teacher_id: str | None = None,
                  shard_rows: int = SHARD_ROWS, batch_size: int = 256):
-        from vledge.compress.stages import model_fingerprint
+        from vledge.models.identity import model_fingerprint
 
         self.teacher, self.data = teacher, data
         self.spec = spec or teacher.preprocess

@@ -1,5 +1,5 @@
 """The self-test on load: run the bundle's probes on the placement chosen and compare with the FP32
-student's embeddings recorded at compress time (``compress/probes.py``).
+student's embeddings recorded at compress time (``compress/bundle/probes.py``).
 
 A tower fails when an embedding is NaN or inf, when a probe's cosine to its reference is under
 ``MIN_COSINE`` (or the lower value the bundle records for that tower), or when the probes' embeddings

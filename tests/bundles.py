@@ -99,7 +99,7 @@ def build_bundle(out: Path, *, target="cpu", static_batch=None, static_seq=None,
 @functools.lru_cache(maxsize=None)
 def tiny_probes():
     """The tiny model's probes: picked from seeded sample images and its class prompts."""
-    from vledge.compress.probes import make_probes
+    from vledge.compress.bundle import make_probes
 
     model = tiny_model()
     return make_probes(model, images=sample_images(16, seed=100), texts=[f"a photo of a {c}." for c in model.labels["classes"]])

@@ -13,7 +13,7 @@ import vledge
 from bundles import build_bundle, exported_towers, tiny_model
 from vledge.bundle import MANIFEST
 from vledge.bundle_files import read_manifest
-from vledge.compress import bundle as bundle_writer
+from vledge.compress.bundle import writer as bundle_writer
 from vledge.errors import BundleError, ConfigError
 from vledge.runtimes.onnxruntime_backend import OnnxRuntime
 

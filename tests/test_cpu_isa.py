@@ -18,7 +18,7 @@ from vledge.bundle import TowerSpec
 from vledge.bundle_files import read_manifest
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.quantize import QuantizeConfig, quantize_tower
-from vledge.compress.stages import tower_files
+from vledge.compress.export import tower_files
 from vledge.cpu import CpuInfo, host_cpu, parse_cpuinfo
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import BackendUnavailableError, ConfigError

@@ -12,7 +12,7 @@ import pytest
 import vledge
 from bundles import build_bundle
 from vledge.bundle_files import read_manifest
-from vledge.compress import bundle as bundle_writer
+from vledge.compress.bundle import writer as bundle_writer
 from vledge.compress.workdir import WorkDir
 from vledge.errors import BundleError, ConfigError
 

@@ -6,9 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from vledge.bundle import TowerSpec
-from vledge.compress import gate
-from vledge.compress.config import CompressConfig
-from vledge.compress.verify import VerifyReport
+from vledge.compress.verify import GateConfig, VerifyReport, gate
+from vledge.targets import get_target
 from vledge.evaluate import EvalReport
 
 
@@ -21,7 +20,7 @@ def _run(monkeypatch, tmp_path, *, student_top1, drop_when_text_int8):
     student = SimpleNamespace(preprocess=None, name="student")
     evals = {"teacher": EvalReport(n=10, top1=0.90, top5=1.0), "student": EvalReport(n=10, top1=student_top1, top5=1.0)}
     monkeypatch.setattr(gate, "evaluate", lambda embedder, data, max_samples=None: evals[embedder.model.name])
-    monkeypatch.setattr(gate, "candidate_bundle", lambda folder, student, towers, config: dict(towers))
+    monkeypatch.setattr(gate, "candidate_bundle", lambda folder, student, towers, target: dict(towers))
 
     def fake_verify(edge, reference, held_out, **kw):
         text_int8 = edge["text"][0].precision == "int8"
@@ -31,10 +30,10 @@ def _run(monkeypatch, tmp_path, *, student_top1, drop_when_text_int8):
                             cosine={"image": 0.999, "text": 0.95 if text_int8 else 1.0}, tolerance=kw["tolerance"])
 
     monkeypatch.setattr(gate, "verify_bundle", fake_verify)
-    monkeypatch.setattr(gate, "fp32_tower", lambda exported, kind, config, folder: (_spec("fp32"), []))
-    quantized = SimpleNamespace(towers={"image": (_spec("int8"), []), "text": (_spec("int8"), [])})
+    monkeypatch.setattr(gate, "fp32_tower", lambda exported, kind, folder: (_spec("fp32"), []))
+    towers = {"image": (_spec("int8"), []), "text": (_spec("int8"), [])}
     work = SimpleNamespace(path=lambda stage: tmp_path / stage)
-    return gate.verify_with_recovery(teacher, student, None, None, quantized, CompressConfig(tolerance=0.02), work)
+    return gate.verify_with_recovery(teacher, student, None, None, towers, work, get_target("cpu"), GateConfig(tolerance=0.02))
 
 
 def test_the_tower_that_drifted_most_is_kept_in_fp32_and_recorded(monkeypatch, tmp_path):

@@ -64,3 +64,18 @@ def test_the_device_pieces_import_their_heavy_packages_only_when_used():
         f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n"
     )
     assert run_fresh(script) == []
+
+
+def test_the_compress_face_and_its_bundle_room_import_without_torch():
+    script = (
+        "import json, sys\n"
+        "import vledge.compress\n"
+        "names = sorted(vledge.compress.__all__)\n"
+        "from vledge.compress import write_bundle, make_probes, toolchain_versions, bundle_precision\n"
+        "import vledge.compress.bundle\n"
+        f"print(json.dumps([names, sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)]))\n"
+    )
+    names, loaded = run_fresh(script)
+    assert loaded == []
+    assert {"compress", "CompressConfig", "CompressReport", "resolve_config", "export_onnx", "export_openvino",
+            "prune_", "verify_bundle", "verify_with_recovery", "write_bundle"} <= set(names)

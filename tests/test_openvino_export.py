@@ -12,7 +12,7 @@ import pytest
 
 from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
-from vledge.compress.openvino_export import count_ov_ops, export_openvino
+from vledge.compress.export import count_ov_ops, export_openvino
 from vledge.compress.quantize import QuantizeConfig, quantize_tower
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import ConfigError

@@ -8,7 +8,7 @@ import pytest
 from tiny_clip import make_tiny_clip_folder
 from vledge.bundle_files import read_manifest
 from vledge.compress import compress, resolve_config
-from vledge.compress.package import weights_on_disk
+from vledge.compress.bundle.package import weights_on_disk
 from vledge.compress.students import TEACHER, get_student
 from vledge.errors import ConfigError
 

@@ -70,7 +70,7 @@ def stream(model: EdgeModel, source: str | int | os.PathLike | IO[bytes], **opti
     return Stream(model, source, **options)
 
 
-def compress(teacher: str | os.PathLike, *, out: str | os.PathLike, target: str = "cpu",
+def compress(teacher: str | os.PathLike, *, out: str | os.PathLike, target: str | None = None,
              **kwargs) -> CompressReport:
     """Compress a teacher into a verified edge bundle; see :func:`vledge.compress.compress` (needs torch)."""
     from vledge.compress.pipeline import compress as _compress

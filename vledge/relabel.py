@@ -56,7 +56,7 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
     no text tower, ConfigError for bad names (empty, duplicates, not strings).
     """
     import vledge
-    from vledge.compress.bundle import _move_into_place, _set_modes, _write_labels
+    from vledge.compress.bundle.writer import _move_into_place, _set_modes, _write_labels
 
     start = time.perf_counter()
     root = Path(bundle)

@@ -8,10 +8,10 @@ Where the student comes from (``student_source``):
 - a checkpoint folder (``--student``): used as is; a compress work folder (``OUT.work``) is read
   from its ``prune/model`` or ``distill/model``;
 - otherwise it is distilled from the teacher by the compress pipeline's own distillation stage
-  (``compress.stages.distilled_student``, the cpu target's default recipe) into the work folder,
+  (``vledge.compress.distilled_student``, the cpu target's default recipe) into the work folder,
   where a later run with the same teacher and settings finds and reuses it.
 The student's variants are then made with the pipeline's own export and quantize stages
-(``export_towers``, ``quantize_towers_for_target``), without the verify gate's recovery; to
+(``export_towers``, ``quantized_towers``), without the verify gate's recovery; to
 measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle itself.
 """
 
@@ -102,7 +102,7 @@ class Workshop:
         return load_dataset(self.data, split, self.data_dir)
 
     def config(self, target: str):
-        from vledge.compress.config import resolve_config
+        from vledge.compress import resolve_config
 
         overrides = {"data": self.data, "data_dir": self.data_dir, "seed": self.seed,
                      "distill": self.distill_overrides or None}
@@ -122,25 +122,24 @@ class Workshop:
         return self._distil()
 
     def _distil(self):
-        from vledge.compress import stages
-        from vledge.compress.workdir import WorkDir, stage_key
+        from vledge.compress import WorkDir, distilled_student, model_fingerprint, stage_key
 
         teacher = self.teacher()
         config = self.config("cpu")
-        teacher_id = stages.model_fingerprint(teacher)
+        teacher_id = model_fingerprint(teacher)
         key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
         log.info("bench: the student: reused from %s if an earlier run distilled it with these settings, else "
                  "distilled now (compress's distill stage, %d epochs of up to %s images)", self.work / "student",
                  config.distill.epochs, config.distill.max_samples)
-        student, record, reused = stages.distilled_student(teacher, self.train_data(), config,
-                                                           WorkDir(self.work / "student"), key)
+        student, record, reused = distilled_student(teacher, self.train_data(), config.distill, student=config.student,
+                                                    seed=config.seed, work=WorkDir(self.work / "student"), key=key)
         self.student_description = f"{record['summary']}{' (reused from an earlier run)' if reused else ''}"
         return student
 
     def _export_student(self):
-        from vledge.compress import stages
+        from vledge.compress import export_towers
 
-        return stages.export_towers(self.student(), self.eval_data(), self.config("cpu"), self._fresh("student-onnx"))
+        return export_towers(self.student(), self.eval_data(), self._fresh("student-onnx"), self.config("cpu").export_config())
 
     def _fresh(self, name: str) -> Path:
         import shutil
@@ -152,8 +151,7 @@ class Workshop:
 
     # -- bundles ---------------------------------------------------------------------------------
     def _write(self, name: str, model, towers: dict, target: str) -> Path:
-        from vledge.compress.bundle import write_bundle
-        from vledge.compress.gate import bundle_precision
+        from vledge.compress import bundle_precision, write_bundle
 
         return write_bundle(
             self.work / "bundles" / name, towers=towers, tokenizer=model.tokenizer, preprocess=model.preprocess,
@@ -163,7 +161,7 @@ class Workshop:
         )
 
     def teacher_onnx(self) -> Path:
-        from vledge.compress.export import export_onnx
+        from vledge.compress import export_onnx
 
         teacher, folder = self.teacher(), self._fresh("teacher-onnx")
         towers = {}
@@ -178,8 +176,7 @@ class Workshop:
         return self._write("student-onnx-fp32", self.student(), towers, "cpu")
 
     def student_fp32_openvino(self) -> Path:
-        from vledge.compress.openvino_export import export_openvino
-        from vledge.compress.stages import tower_files
+        from vledge.compress import export_openvino, tower_files
 
         exported, folder = self.exported(), self._fresh("student-openvino")
         towers = {}
@@ -189,20 +186,20 @@ class Workshop:
         return self._write("student-openvino-fp32", self.student(), towers, "intel-cpu")
 
     def student_int8(self, target: str) -> Path:
-        from vledge.compress import stages
+        from vledge.compress import quantized_towers
 
         config = self.config(target)
-        quantized = stages.quantize_towers_for_target(self.student(), self.train_data(), self.exported(), config,
-                                                      self._fresh(f"student-{target}"))
+        quantized = quantized_towers(self.student(), self.train_data(), self.exported(), self._fresh(f"student-{target}"),
+                                     config.target.quantization, config.quantize, config.seed)
         return self._write(f"student-{target}-int8", self.student(), quantized.towers, target)
 
     def teacher_params(self) -> int:
-        from vledge.compress.stages import count_parameters
+        from vledge.compress import count_parameters
 
         return count_parameters(self.teacher())
 
     def student_params(self) -> int:
-        from vledge.compress.stages import count_parameters
+        from vledge.compress import count_parameters
 
         return count_parameters(self.student())
 

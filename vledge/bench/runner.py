@@ -77,7 +77,7 @@ class BenchConfig:
 
 def machine_info(threads: int) -> dict:
     """The machine and library versions the numbers were taken on."""
-    from vledge.compress.bundle import toolchain_versions
+    from vledge.compress import toolchain_versions
 
     cpu = platform.processor() or "?"
     try:

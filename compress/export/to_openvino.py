@@ -1,4 +1,4 @@
-"""Stage 6 for OpenVINO targets: an ONNX tower to OpenVINO IR (``.xml`` + ``.bin``).
+"""Stage 4, export, for OpenVINO targets: an ONNX tower to OpenVINO IR (``.xml`` + ``.bin``).
 
 Inputs keep their names (``openvino.convert_model`` numbers them otherwise). Static targets (the NPU)
 get every dimension fixed; other targets keep a dynamic batch (and sequence, for text).

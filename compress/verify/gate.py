@@ -1,5 +1,5 @@
-"""The verify gate with recovery: if the quantized bundle loses too much, keep the tower that drifted
-most from its FP32 self in higher precision, verify again, and record it."""
+"""Stage 6, the verify gate with recovery: if the quantized bundle loses too much, keep the tower that
+drifted most from its FP32 self in higher precision, verify again, and record it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vledge.bundle import TowerSpec
-from vledge.compress.config import CompressConfig
-from vledge.compress.stages import Exported, Quantized, fp32_tower
-from vledge.compress.verify import VerifyReport, gate_metric, verify_bundle
+from vledge.compress.bundle.writer import bundle_precision, write_bundle
+from vledge.compress.export.stage import Exported, fp32_tower
+from vledge.compress.verify.config import GateConfig
+from vledge.compress.verify.measure import VerifyReport, gate_metric, verify_bundle
 from vledge.compress.workdir import WorkDir
 from vledge.evaluate import TorchEmbedder, evaluate
+from vledge.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -25,38 +27,33 @@ class Verified:
     recovered: list[dict] = field(default_factory=list)
 
 
-def candidate_bundle(folder: Path, student, towers, config: CompressConfig):
-    """Write the towers as a bundle (no labels, no metrics yet) and load it through the edge runtime."""
+def candidate_bundle(folder: Path, model, towers, target: TargetSpec):
+    """Write the towers as a bundle (no labels, metrics or recipe yet) and load it through the edge runtime."""
     import math
 
     import vledge.runtimes
-    from vledge.compress.bundle import write_bundle
 
     write_bundle(
-        folder, towers=towers, tokenizer=student.tokenizer, preprocess=student.preprocess, target=config.target,
-        precision=bundle_precision(towers), embed_dim=student.embed_dim,
-        logit_scale=math.exp(student.logit_scale.item()), config=config.to_dict(), metrics={}, provenance={},
-        overwrite=True,
+        folder, towers=towers, tokenizer=model.tokenizer, preprocess=model.preprocess, target=target,
+        precision=bundle_precision(towers), embed_dim=model.embed_dim,
+        logit_scale=math.exp(model.logit_scale.item()), config={}, metrics={}, provenance={}, overwrite=True,
     )
     return vledge.runtimes.load(folder)
 
 
-def bundle_precision(towers) -> str:
-    precisions = sorted({spec.precision for spec, _ in towers.values()})
-    return precisions[0] if len(precisions) == 1 else "+".join(precisions)
-
-
-def verify_with_recovery(teacher, student, held_out, exported: Exported, quantized: Quantized,
-                         config: CompressConfig, work: WorkDir) -> Verified:
+def verify_with_recovery(teacher, student, held_out, exported: Exported, towers: dict, work: WorkDir,
+                         target: TargetSpec, config: GateConfig = GateConfig()) -> Verified:
+    """Verify ``towers`` (kind -> (spec, files), the quantized ones) as a ``target`` bundle against the
+    teacher; while below ``config.tolerance``, the tower furthest from its FP32 self goes back to FP32."""
     limit = config.eval_samples
     teacher_eval = evaluate(TorchEmbedder(teacher), held_out, max_samples=limit)
     student_eval = evaluate(TorchEmbedder(student), held_out, max_samples=limit)
     _, teacher_value = gate_metric(teacher_eval)
     metric, student_value = gate_metric(student_eval)
-    towers = dict(quantized.towers)
+    towers = dict(towers)
     recovered: list[dict] = []
     while True:
-        edge = candidate_bundle(work.path("candidate"), student, towers, config)
+        edge = candidate_bundle(work.path("candidate"), student, towers, target)
         report = verify_bundle(edge, student, held_out, teacher_eval=teacher_eval, student_eval=student_eval,
                                tolerance=config.tolerance, max_samples=limit)
         if report.passed:
@@ -72,7 +69,7 @@ def verify_with_recovery(teacher, student, held_out, exported: Exported, quantiz
         kind = candidates[0]
         log.warning("verify: %s below tolerance; keeping the %s tower in FP32 (cosine to FP32 %.4f) and retrying",
                     metric, kind, report.cosine[kind])
-        towers[kind] = fp32_tower(exported, kind, config, work.path("quantize"))
+        towers[kind] = fp32_tower(exported, kind, work.path("quantize"))
         recovered.append({"tower": kind, "precision": "fp32", "cosine_before": report.cosine[kind],
                           "drop_before": report.drop})
     return Verified(report, towers, edge, recovered)

@@ -1,4 +1,4 @@
-"""Export each tower to its own ONNX file, with declared input/output names and dynamic axes.
+"""Stage 4, export: each tower to its own ONNX file, with declared input/output names and dynamic axes.
 
 The TorchScript exporter is used on purpose: on these towers it takes under a second where the
 dynamo exporter takes about 15 s, and both give the same graph within 3e-7.

@@ -1,4 +1,4 @@
-"""Stage 7, verify: the exported bundle against the teacher and against its own FP32 student.
+"""Stage 6, verify: the exported bundle against the teacher and against its own FP32 student.
 
 The gate: the bundle may lose at most ``tolerance`` zero-shot top-1 (or image->text recall@1 on
 unlabelled data) against the teacher on held-out data.

@@ -19,7 +19,7 @@ from vledge.errors import ConfigError
 
 def is_cnn(tower: nn.Module) -> bool:
     """A tower made of convolutions without transformer blocks (a ViT's patch conv does not count)."""
-    from vledge.compress.prune_text import has_transformer_blocks
+    from vledge.compress.prune.text import has_transformer_blocks
 
     return any(isinstance(m, nn.Conv2d) for m in tower.modules()) and not has_transformer_blocks(tower)
 

@@ -1,13 +1,18 @@
-"""Stage 8, bundle: measured sizes, the compiled label set, provenance, and the atomic final write."""
+"""Stage 7, bundle: measured sizes, the compiled label set, provenance, and the atomic final write."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vledge.compress.config import CompressConfig
-from vledge.compress.gate import Verified, bundle_precision
-from vledge.compress.stages import count_parameters
+from vledge.compress.bundle.probes import bundle_probes
+from vledge.compress.bundle.writer import bundle_precision, write_bundle
+from vledge.models.identity import count_parameters
+from vledge.targets import TargetSpec
+
+if TYPE_CHECKING:
+    from vledge.compress.verify.gate import Verified
 
 DEFAULT_TEMPLATES = ("{}",)
 
@@ -44,19 +49,19 @@ def label_set(edge, teacher, labels: list[str] | None) -> dict | None:
     return {"names": list(names), "templates": templates, "embeddings": edge.label_embeddings(list(names), templates)}
 
 
-def write_final_bundle(out: Path, teacher, student, verified: Verified, config: CompressConfig, metrics: dict,
-                       teacher_id: str, labels: list[str] | None, overwrite: bool, held_out=None) -> Path:
-    from vledge.compress.bundle import write_bundle
-    from vledge.compress.probes import bundle_probes
-
+def write_final_bundle(out: Path, teacher, student, verified: "Verified", *, target: TargetSpec, recipe: dict,
+                       metrics: dict, teacher_id: str, labels: list[str] | None = None, held_out=None,
+                       overwrite: bool = False) -> Path:
+    """The verified towers as the final bundle at ``out``: the label set compiled through the bundle's own
+    text tower, self-test probes, the ``recipe`` (the run's resolved config), ``metrics`` and provenance."""
     provenance = {
         "teacher": {"path": teacher.source.get("path"), "kind": teacher.source.get("kind"), "sha256": teacher_id},
-        "student": student.source.get("student", config.student),
+        "student": student.source.get("student", recipe.get("student")),
     }
     return write_bundle(
         out, towers=verified.towers, tokenizer=student.tokenizer, preprocess=student.preprocess,
-        target=config.target, precision=bundle_precision(verified.towers), embed_dim=student.embed_dim,
+        target=target, precision=bundle_precision(verified.towers), embed_dim=student.embed_dim,
         logit_scale=math.exp(student.logit_scale.item()), labels=label_set(verified.edge, teacher, labels),
         probes=bundle_probes(student, held_out, verified.edge),
-        config=config.to_dict(), metrics=metrics, provenance=provenance, overwrite=overwrite,
+        config=recipe, metrics=metrics, provenance=provenance, overwrite=overwrite,
     )

@@ -1,85 +1,27 @@
-"""Stage 4 of ``vledge compress``: structured pruning that physically shrinks both towers.
+"""Stage 3 of ``vledge compress``: structured pruning that physically shrinks both towers.
 
 ``prune_(model, PruneConfig(ratio=0.5))`` removes conv channels from CNN image towers
 (torch-pruning), attention heads and MLP width from transformer towers, records the new shapes in
 each tower's ``config`` (see :mod:`vledge.models.prune_shapes`) and returns a :class:`PruneReport`.
-Recovery distillation is the pipeline's next step, not this one's.
+Recovery distillation is the pipeline's next step, not this one's (``compress.prune.stage``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from vledge.models.prune_shapes import apply_pruned_shapes_, module_shapes, param_shapes, record_pruned_
-from vledge.configs import versioned_fields
-from vledge.registry import did_you_mean
-from vledge.errors import ConfigError
+import torch
+
+from vledge.compress.prune.cnn import is_cnn, prune_conv_channels_
+from vledge.compress.prune.config import CRITERIA, PruneConfig
+from vledge.compress.prune.text import prune_attention_heads_, prune_mlp_width_
+from vledge.models.prune_shapes import module_shapes, param_shapes, record_pruned_
 
 log = logging.getLogger(__name__)
-
-PARTS = ("conv_channels", "attention_heads", "mlp_width")
-CRITERIA = {"l2": 2, "l1": 1}  # name -> p of the Lp-norm magnitude importance
-CONFIG_VERSION = 1
-
-__all__ = ["PruneConfig", "PruneReport", "TowerPruneResult", "prune_", "apply_pruned_shapes_"]
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """What to prune and how much.
-
-    ratio: fraction of each prunable width removed (conv output channels, heads per layer, MLP hidden
-        units), 0 <= ratio < 1; 0 changes nothing.
-    parts: any of "conv_channels", "attention_heads", "mlp_width".
-    criterion: "l2" (default) or "l1": magnitude (Lp-norm) of the weights a channel, head or unit owns.
-    ignored: fnmatch patterns over module names of the DualEncoder ("image_tower.backbone.layer4*",
-        "text_tower"); a module is left whole when its name or a parent's name matches.
-    round_to: kept channel / hidden-unit counts are multiples of this (8 suits INT8 kernels); a
-        width too narrow for that stays whole. Heads are not rounded.
-    """
-
-    ratio: float = 0.3
-    parts: tuple[str, ...] = PARTS
-    criterion: str = "l2"
-    ignored: tuple[str, ...] = ()
-    round_to: int = 8
-
-    def __post_init__(self):
-        ratio = self.ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0 <= ratio < 1:
-            raise ConfigError(
-                f"PruneConfig.ratio must be a number with 0 <= ratio < 1 (the fraction of each width removed), got {ratio!r}"
-            )
-        parts = (self.parts,) if isinstance(self.parts, str) else tuple(self.parts)
-        for part in parts:
-            if part not in PARTS:
-                raise ConfigError(f"PruneConfig.parts: unknown part {part!r}.{did_you_mean(part, PARTS)} Known: {', '.join(PARTS)}")
-        if self.criterion not in CRITERIA:
-            raise ConfigError(
-                f"PruneConfig.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}."
-                f"{did_you_mean(str(self.criterion), CRITERIA)}"
-            )
-        ignored = (self.ignored,) if isinstance(self.ignored, str) else tuple(self.ignored)
-        if not all(isinstance(p, str) and p for p in ignored):
-            raise ConfigError(f"PruneConfig.ignored must be non-empty module-name patterns, got {list(ignored)!r}")
-        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
-            raise ConfigError(f"PruneConfig.round_to must be a positive integer (1: no rounding), got {self.round_to!r}")
-        object.__setattr__(self, "ratio", float(ratio))
-        object.__setattr__(self, "parts", parts)
-        object.__setattr__(self, "ignored", ignored)
-
-    def to_dict(self) -> dict:
-        return {"version": CONFIG_VERSION, **asdict(self), "parts": list(self.parts), "ignored": list(self.ignored)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PruneConfig":
-        return cls(**versioned_fields(cls, data, CONFIG_VERSION))
-
 
 
 @dataclass
@@ -153,29 +95,25 @@ def _ignored_under(prefix: str, patterns: tuple[str, ...]) -> Callable[[str], bo
 
 
 def _prune_tower_(tower, config: PruneConfig, ignored: Callable[[str], bool], image_size: int) -> TowerPruneResult:
-    from vledge.compress import prune_cnn, prune_text
-
     result = TowerPruneResult(count_params(tower), count_params(tower))
     if config.ratio == 0 or ignored(""):
         return result
     shapes, params = module_shapes(tower), param_shapes(tower)
     norm = CRITERIA[config.criterion]
-    if prune_cnn.is_cnn(tower):
+    if is_cnn(tower):
         if "conv_channels" in config.parts:
-            import torch
-
             example = torch.zeros(1, 3, image_size, image_size, device=next(tower.parameters()).device)
             layers = [m for n, m in tower.named_modules() if n and ignored(n)]
-            prune_cnn.prune_conv_channels_(
+            prune_conv_channels_(
                 tower, example, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=layers
             )
     else:
         if "attention_heads" in config.parts:
-            result.heads_removed, result.skipped = prune_text.prune_attention_heads_(
+            result.heads_removed, result.skipped = prune_attention_heads_(
                 tower, ratio=config.ratio, norm=norm, ignored=ignored
             )
         if "mlp_width" in config.parts:
-            prune_text.prune_mlp_width_(tower, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=ignored)
+            prune_mlp_width_(tower, ratio=config.ratio, norm=norm, round_to=config.round_to, ignored=ignored)
     result.changed = record_pruned_(tower, shapes, params, result.heads_removed)
     result.params_after = count_params(tower)
     return result

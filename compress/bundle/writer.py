@@ -1,4 +1,4 @@
-"""Write a bundle folder atomically: build it in a temporary sibling, then rename it into place.
+"""Stage 7, bundle: write a bundle folder atomically: build it in a temporary sibling, then rename it into place.
 
 An exception or interrupt at any point leaves ``out`` as it was and removes the temporary folder, so
 a device never sees half a bundle. Writers take turns on a lock (on ``out``'s parent folder) for the
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from vledge.bundle import MANIFEST, BundleManifest, TowerSpec, write_manifest
-from vledge.compress.probes import write_probes
+from vledge.compress.bundle.probes import write_probes
 from vledge.errors import BundleError, ConfigError
 from vledge.images import PreprocessSpec
-from vledge.targets import get_target
+from vledge.targets import TargetSpec, as_target
 from vledge.text import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -46,33 +46,37 @@ def toolchain_versions() -> dict[str, str]:
     return versions
 
 
+def bundle_precision(towers: dict[str, tuple[TowerSpec, list[Path]]]) -> str:
+    """The manifest's precision for towers of these precisions ("int8", or "fp32+int8" when they differ)."""
+    precisions = sorted({spec.precision for spec, _ in towers.values()})
+    return precisions[0] if len(precisions) == 1 else "+".join(precisions)
+
+
 def write_bundle(
     out: str | os.PathLike,
     *,
     towers: dict[str, tuple[TowerSpec, list[Path]]],
     tokenizer: TextTokenizer,
     preprocess: PreprocessSpec,
-    target: str,
+    target: TargetSpec | str,
     precision: str,
     embed_dim: int,
     logit_scale: float,
     labels: dict | None = None,
     probes=None,
-    config: dict,
-    metrics: dict,
-    provenance: dict,
-    overwrite: bool = False,
-    shared: bool = True,
+    config: dict, metrics: dict, provenance: dict,
+    overwrite: bool = False, shared: bool = True,
 ) -> Path:
     """Write a complete bundle to ``out`` and return its path.
 
+    ``target`` is the row the bundle is made for, or its name (an unknown name fails with a "did you mean").
     ``towers`` maps ``"image"`` / ``"text"`` to the tower's spec and the files that make it (an
     ``.onnx`` with any external-data files, or an OpenVINO ``.xml`` with its ``.bin``); files are
     copied under their own names, and ``spec.file`` must be one of them.
     ``logit_scale`` is the multiplier of cosine similarities (the exp of a model's learned log scale).
     ``labels``, when given, is a compiled label set: ``{"names": [...], "embeddings": (n, embed_dim)
     float32 L2-normalised, "templates": [...] (optional, the prompts the embeddings were made from)}``.
-    ``probes``, when given, is a :class:`vledge.compress.probes.Probes`: inputs and FP32 embeddings that
+    ``probes``, when given, is a :class:`vledge.compress.bundle.probes.Probes`: inputs and FP32 embeddings that
     ``vledge.load`` runs as its self-test.
 
     An existing ``out`` is refused unless ``overwrite``, also when it appears while this bundle is being
@@ -81,7 +85,7 @@ def write_bundle(
     files 0644: a service user can load a bundle built by root); else by the owner only (0700, 0600).
     """
     out = Path(out)
-    get_target(target)  # unknown names fail here, with a "did you mean"
+    target = as_target(target)
     if not towers or not set(towers) <= {"image", "text"}:
         raise ConfigError(f"a bundle holds an 'image' and/or a 'text' tower, got {sorted(towers)}")
     _check_destination(out, overwrite)
@@ -91,20 +95,12 @@ def write_bundle(
     try:
         copied = {kind: _copy_tower(kind, spec, files, staging) for kind, (spec, files) in towers.items()}
         tokenizer.save(staging)
-        label_entry = _write_labels(staging, labels, embed_dim) if labels is not None else None
-        probe_entry = write_probes(staging, probes, embed_dim, set(towers)) if probes is not None else None
         manifest = BundleManifest(
-            target=target,
-            precision=precision,
-            embed_dim=int(embed_dim),
-            logit_scale=float(logit_scale),
-            towers=copied,
-            preprocess=preprocess,
-            tokenizer=tokenizer.spec,
-            labels=label_entry,
-            probes=probe_entry,
-            config=config,
-            metrics=metrics,
+            target=target.name, precision=precision, embed_dim=int(embed_dim), logit_scale=float(logit_scale),
+            towers=copied, preprocess=preprocess, tokenizer=tokenizer.spec,
+            labels=_write_labels(staging, labels, embed_dim) if labels is not None else None,
+            probes=write_probes(staging, probes, embed_dim, set(towers)) if probes is not None else None,
+            config=config, metrics=metrics,
             provenance={**provenance, "versions": {**toolchain_versions(), **provenance.get("versions", {})}},
         )
         write_manifest(staging, manifest)

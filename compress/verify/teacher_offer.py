@@ -7,26 +7,33 @@ import logging
 import statistics
 import time
 
-from vledge.compress.config import CompressConfig
-from vledge.compress.verify import VerifyReport, metric_value
+from typing import TYPE_CHECKING
+
+from vledge.compress.verify.measure import VerifyReport, metric_value
 from vledge.compress.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from vledge.compress.config import CompressConfig
 
 log = logging.getLogger(__name__)
 TIMED_CALLS = 20  # batch-1 image calls timed for each side (median)
 
 
-def measure_quantized_teacher(teacher, train_data, held_out, config: CompressConfig, work: WorkDir,
+def measure_quantized_teacher(teacher, train_data, held_out, config: "CompressConfig", work: WorkDir,
                               failed: VerifyReport, student_edge) -> dict:
-    """Export and quantize the teacher's own towers for ``config.target``, evaluate them on the gate's
-    held-out data, and time their batch-1 image call against the failed student's bundle."""
-    from vledge.compress.gate import candidate_bundle
-    from vledge.compress.stages import export_towers, quantize_towers_for_target
+    """Run stages 4 and 5 of ``config`` on the teacher's own towers, evaluate them on the gate's held-out
+    data, and time their batch-1 image call against the failed student's bundle."""
+    from vledge.compress.export.stage import export_towers
+    from vledge.compress.stages import quantized_towers
+    from vledge.compress.verify.gate import candidate_bundle
     from vledge.evaluate import RuntimeEmbedder, evaluate
 
-    log.info("verify failed: measuring the teacher itself quantized for %s, to offer it", config.target)
-    exported = export_towers(teacher, held_out, config, work.start("teacher-export"))
-    quantized = quantize_towers_for_target(teacher, train_data, exported, config, work.start("teacher-quantize"))
-    edge = candidate_bundle(work.path("teacher-candidate"), teacher, quantized.towers, config)
+    target = config.target
+    log.info("verify failed: measuring the teacher itself quantized for %s, to offer it", target.name)
+    exported = export_towers(teacher, held_out, work.start("teacher-export"), config.export_config())
+    quantized = quantized_towers(teacher, train_data, exported, work.start("teacher-quantize"), target.quantization,
+                                 config.quantize, config.seed)
+    edge = candidate_bundle(work.path("teacher-candidate"), teacher, quantized.towers, target)
     result = evaluate(RuntimeEmbedder(edge), held_out, max_samples=config.eval_samples).to_dict()
     metric = failed.metric
     teacher_value = metric_value(failed.teacher, metric)
