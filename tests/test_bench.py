@@ -151,7 +151,8 @@ def _config(folders, out, **overrides):
 
 def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     bundles = [str(folders / "good"), str(folders / "missing"), str(folders / "broken")]
-    results = bench(_config(folders, tmp_path / "out", bundles=bundles, repeats=2))
+    results = bench(_config(folders, tmp_path / "out", bundles=bundles, repeats=2, scaling=True, scaling_batches=(1, 2),
+                            scaling_reps=QUICK))
     by_name = {r["name"]: r for r in results["rows"]}
     assert list(by_name) == ["teacher ONNX FP32 (ORT)", "bundle good", "bundle missing", "bundle broken"]
     good = by_name["bundle good"]
@@ -181,6 +182,11 @@ def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     report = (out / "report.md").read_text()
     assert "| variant | model | runs on | top-1 |" in report and "Budgets" not in report
     assert (out / "accuracy_latency.png").read_bytes()[:8] == PNG_MAGIC
+    # The batch curves come from each row's first process, through the runtime like every other figure.
+    curves = saved["scaling"]["batch"]
+    assert sorted(curves) == ["bundle good", "teacher ONNX FP32 (ORT)"]
+    assert sorted(curves["bundle good"]["image"]) == ["1", "2"] and curves["bundle good"]["text"]["2"] > 0
+    assert (out / "scaling.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsys):
@@ -361,4 +367,6 @@ def test_peer_rows_of_a_hugging_face_clip_are_measured_beside_the_bundle(tmp_pat
     fastest = min(r["image_b1_p50_ms"] for r in peers)
     assert mine["vs_peer_image_b1"] == pytest.approx(fastest / mine["image_b1_p50_ms"])
     assert [b["status"] for b in results["budgets"]] == ["pass", "pass"]
+    notes = {d["name"]: d["notes"] for d in results["details"]}
+    assert any(n.startswith("made with ORTQuantizer, AutoQuantizationConfig.") for n in notes["peer Optimum ORT dynamic INT8"])
     assert "Best peer (the vs_peer columns compare with it): image_b1 peer" in (tmp_path / "out" / "report.md").read_text()

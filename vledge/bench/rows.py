@@ -217,7 +217,12 @@ def bundle_model(path: Path) -> str | None:
     from vledge.bundle import read_manifest
 
     manifest = read_manifest(path, verify=False)
-    named = manifest.provenance.get("model") or manifest.provenance.get("student") or manifest.config.get("student")
+    provenance = manifest.provenance
+    named = provenance.get("model") or provenance.get("student") or manifest.config.get("student")
+    if named == "teacher":  # vledge compress --student teacher
+        teacher = provenance.get("teacher")
+        kind = teacher.get("kind") if isinstance(teacher, dict) else None
+        return f"the teacher's own towers{f' ({kind})' if kind else ''}"
     return str(named) if named else None
 
 

@@ -213,6 +213,8 @@ def measure_row(job: dict) -> dict:
     accuracy = {} if timing_only else _accuracy(subject, job)
     cosine = {} if timing_only else _cosine(subject, probe_images, texts, job)
     info = subject.info()
+    if info.get("recipe"):
+        notes.append(f"made with {info['recipe']}")
     return {
         "name": job["name"],
         "load_s": load_s,
