@@ -1,5 +1,5 @@
-"""vledge bench: latency statistics, MAC counting, targets, and a small run whose failing rows are
-recorded (never raised) and whose report files parse."""
+"""vledge bench: latency statistics, MAC counting, budgets and derived columns, a small run whose failing
+rows are recorded (never raised) and whose report files parse, and the peer rows of a Hugging Face CLIP."""
 
 import argparse
 import csv
@@ -16,8 +16,9 @@ from vledge.bench.measure import (QUICK, Repetitions, combine_processes, count_m
                                   latency_stats, time_interleaved)
 from vledge.bench.plots import plot_scaling
 from vledge.bench.report import markdown_table
-from vledge.bench.rows import STUDENT_FP32_ORT, STUDENT_INT8_ORT, TEACHER_TORCH
-from vledge.bench.targets import evaluate_targets
+from vledge.bench.budgets import add_derived, check_budgets, parse_budgets
+from vledge.bench.report import BUDGET_KEYS
+from vledge.bench.rows import TEACHER_TORCH
 from vledge.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,32 +87,47 @@ def _row(name, **values):
     return {"name": name, "status": "ok", **values}
 
 
-def test_targets_pass_miss_and_not_measured_with_margins():
-    rows = {r["name"]: r for r in [
-        _row(TEACHER_TORCH, role="teacher", image_b1_p50_ms=100.0, text_b1_p50_ms=100.0, top1=0.90, size_mb=60.0),
-        _row(STUDENT_FP32_ORT, role="student", images_per_s=1000.0, texts_per_s=1000.0, top1=0.890),
-        _row(STUDENT_INT8_ORT, role="student", image_b1_p50_ms=5.0, text_b1_p50_ms=12.5, images_per_s=2500.0,
-             texts_per_s=1500.0, top1=0.880, size_mb=1.5, peak_rss_mb=80.0, placement="onnxruntime:cpu",
-             classify_overhead_pct=10.0),
-        {"name": "bundle broken", "role": "bundle", "precision": "int8", "status": "error (run): exit 1: BundleError"},
-    ]}
-    lines = {(t.target, t.subject): t for t in evaluate_targets(rows, {"onnxruntime": 70.0})}
-    image = lines[("image tower b1 speed-up over teacher PyTorch FP32", STUDENT_INT8_ORT)]
-    assert (image.status, image.value, image.margin) == ("pass", 20.0, "33% to spare")
-    text = lines[("text tower b1 speed-up over teacher PyTorch FP32", STUDENT_INT8_ORT)]
-    assert (text.status, text.value) == ("miss", 8.0)
-    assert text.margin == "misses by 20% (needs 1.25x more)"
-    drop = lines[("top-1 lost by INT8 against the FP32 student on ONNX Runtime", STUDENT_INT8_ORT)]
-    assert drop.status == "miss" and drop.value == pytest.approx(1.0) and drop.margin == "misses by 0.50 pt"
-    memory = lines[("runtime peak memory <= 3 x bundle + onnxruntime baseline", STUDENT_INT8_ORT)]
-    assert memory.limit == pytest.approx(74.5) and memory.status == "miss"
-    assert lines[("teacher checkpoint size / bundle size", STUDENT_INT8_ORT)].value == pytest.approx(40.0)
-    broken = lines[("top-1 kept of the teacher's", "bundle broken")]
-    assert broken.status == "n/a" and "error (run)" in broken.margin
-    assert broken.line().startswith("[n/a ]")
-    openvino = lines[("image tower b8 throughput INT8 / FP32 on ONNX Runtime", STUDENT_INT8_ORT)]
-    assert openvino.line() == ("[PASS] image tower b8 throughput INT8 / FP32 on ONNX Runtime (student INT8 (ORT)): "
-                               "2.5x >= 2.0x; 25% to spare")
+def test_budgets_parse_with_clear_errors():
+    budgets = parse_budgets(" image_b1_p50_ms<=5, top1_kept >= 0.97,,vs_peer_image_b1>3", BUDGET_KEYS)
+    assert [str(b) for b in budgets] == ["image_b1_p50_ms<=5", "top1_kept>=0.97", "vs_peer_image_b1>3"]
+    with pytest.raises(ConfigError, match=r"unknown key 'top1_keep'. Did you mean 'top1_kept'\? Keys: top1, "):
+        parse_budgets("top1_keep>=0.97", BUDGET_KEYS)
+    with pytest.raises(ConfigError, match="cannot read 'top1_kept=0.97': write KEY<=NUMBER"):
+        parse_budgets("top1_kept=0.97", BUDGET_KEYS)
+    with pytest.raises(ConfigError, match="'fast' is not a finite number"):
+        parse_budgets("size_mb<=fast", BUDGET_KEYS)
+    with pytest.raises(ConfigError, match="--require is empty"):
+        parse_budgets(" , ", BUDGET_KEYS)
+
+
+def test_derived_columns_and_budgets_on_given_rows():
+    rows = [
+        _row(TEACHER_TORCH, role="teacher", image_b1_p50_ms=100.0, top1=0.80, size_mb=60.0),
+        _row("peer A", role="peer", image_b1_p50_ms=10.0, image_b8_p50_ms=50.0, text_b1_p50_ms=4.0, top1=0.79),
+        _row("peer B", role="peer", image_b1_p50_ms=8.0, image_b8_p50_ms=60.0, top1=0.70),
+        {"name": "peer C", "role": "peer", "status": "error (build): ImportError", "image_b1_p50_ms": 0.1},
+        _row("bundle fast", role="bundle", image_b1_p50_ms=2.0, image_b8_p50_ms=10.0, text_b1_p50_ms=1.0, top1=0.78,
+             size_mb=1.5, python_us=30.0),
+        {"name": "bundle broken", "role": "bundle", "status": "error (run): exit 1: BundleError"},
+    ]
+    add_derived(rows, teacher_size_mb=60.0)
+    fast = rows[4]
+    assert fast["top1_kept"] == pytest.approx(0.975) and fast["size_ratio"] == pytest.approx(40.0)
+    assert fast["vs_peer_image_b1"] == pytest.approx(4.0)  # peer B is the fastest at batch 1
+    assert fast["vs_peer_image_b8"] == pytest.approx(5.0)  # peer A at batch 8; the failed peer C never counts
+    assert fast["vs_peer_text_b1"] == pytest.approx(4.0) and fast["vs_peer_text_b8"] is None
+    assert fast["vs_peer_top1_pt"] == pytest.approx(-1.0)  # against the best peer's top-1 (peer A)
+    assert "top1_kept" not in rows[1]  # peers and teachers get no derived columns
+
+    results = check_budgets(rows, parse_budgets("image_b1_p50_ms<=5,top1_kept>=0.98,vs_peer_image_b1>=3", BUDGET_KEYS))
+    assert [(r.row, str(r.budget), r.status) for r in results] == [
+        ("bundle fast", "image_b1_p50_ms<=5", "pass"), ("bundle fast", "top1_kept>=0.98", "miss"),
+        ("bundle fast", "vs_peer_image_b1>=3", "pass"), ("bundle broken", "image_b1_p50_ms<=5", "miss"),
+        ("bundle broken", "top1_kept>=0.98", "miss"), ("bundle broken", "vs_peer_image_b1>=3", "miss")]
+    assert results[0].line() == "[PASS] bundle fast: image_b1_p50_ms 2 <= 5"
+    assert results[1].line() == "[MISS] bundle fast: top1_kept 0.975 >= 0.98"
+    assert results[3].line() == ("[MISS] bundle broken: image_b1_p50_ms <= 5: not measured "
+                                 "(error (run): exit 1: BundleError)")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +151,8 @@ def _config(folders, out, **overrides):
 
 def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     bundles = [str(folders / "good"), str(folders / "missing"), str(folders / "broken")]
-    results = bench(_config(folders, tmp_path / "out", bundles=bundles, repeats=2))
+    results = bench(_config(folders, tmp_path / "out", bundles=bundles, repeats=2, scaling=True, scaling_batches=(1, 2),
+                            scaling_reps=QUICK))
     by_name = {r["name"]: r for r in results["rows"]}
     assert list(by_name) == ["teacher ONNX FP32 (ORT)", "bundle good", "bundle missing", "bundle broken"]
     good = by_name["bundle good"]
@@ -143,6 +160,9 @@ def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     assert 0 <= good["top1"] <= 1 and good["eval_n"] == 32
     assert good["image_b1_p50_ms"] > 0 and good["images_per_s"] > 0 and good["peak_rss_mb"] > 0
     assert good["image_mmacs"] > 0 and good["size_mb"] > 0
+    assert good["frame_b1_p50_ms"] > 0 and good["python_us"] >= 0
+    assert good["model"] is None  # its manifest records no model; the teacher's row names the architecture
+    assert " + " in by_name["teacher ONNX FP32 (ORT)"]["model"]
     assert "bundle folder not found" in by_name["bundle missing"]["status"]
     assert "does not match its sha256" in by_name["bundle broken"]["status"]
     # The teacher's ONNX towers hold the same weights as the tiny model the good bundle was exported from.
@@ -160,8 +180,13 @@ def test_failing_rows_are_recorded_and_reports_parse(folders, tmp_path):
     assert [r["name"] for r in csv_rows] == list(by_name)
     assert float(csv_rows[1]["top1"]) == pytest.approx(good["top1"])
     report = (out / "report.md").read_text()
-    assert "| variant | runs on | top-1 |" in report and "## Targets (issue 5)" in report and "no target applies" in report
+    assert "| variant | model | runs on | top-1 |" in report and "Budgets" not in report
     assert (out / "accuracy_latency.png").read_bytes()[:8] == PNG_MAGIC
+    # The batch curves come from each row's first process, through the runtime like every other figure.
+    curves = saved["scaling"]["batch"]
+    assert sorted(curves) == ["bundle good", "teacher ONNX FP32 (ORT)"]
+    assert sorted(curves["bundle good"]["image"]) == ["1", "2"] and curves["bundle good"]["text"]["2"] > 0
+    assert (out / "scaling.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsys):
@@ -170,14 +195,38 @@ def test_a_build_failure_is_a_row_and_the_cli_prints_it(folders, tmp_path, capsy
     (tmp_path / "not-a-checkpoint").mkdir()
     parser = argparse.ArgumentParser()
     bench_cmd.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["bench", "--teacher", str(tmp_path / "not-a-checkpoint"), "--rows", "teacher-onnx",
-                              "--out", str(tmp_path / "out"), "--no-scaling", "--quick", "--max-samples", "16"])
+    args = parser.parse_args(["bench", "--teacher", str(tmp_path / "not-a-checkpoint"), "--rows",
+                              "teacher-onnx,peer-onnx-int8", "--out", str(tmp_path / "out"), "--no-scaling", "--quick",
+                              "--max-samples", "16"])
     assert args.handler(args) == 0
     printed = capsys.readouterr().out
     assert "error (build): CheckpointError" in printed
     assert "failed rows: teacher ONNX FP32 (ORT)" in printed
+    assert f"skipped: peer rows: the teacher {tmp_path / 'not-a-checkpoint'} has no readable config.json" in printed
     with pytest.raises(ConfigError, match="unknown row 'student-int8'. Did you mean 'student-int8-ort'?"):
         bench(_config(folders, tmp_path / "out2", rows=["student-int8"]))
+
+
+def test_require_checks_every_bundle_row_and_exits_1_on_a_miss(folders, tmp_path, capsys):
+    from vledge.cli import bench_cmd
+
+    parser = argparse.ArgumentParser()
+    bench_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", str(folders / "good"), "--teacher", str(folders / "teacher"), "--rows", "none",
+                              "--out", str(tmp_path / "out"), "--no-scaling", "--quick", "--max-samples", "16",
+                              "--require", "top1>=0,size_mb<=0.000001"])
+    assert args.handler(args) == 1
+    printed = capsys.readouterr().out
+    assert "[PASS] bundle good: top1 " in printed and ">= 0" in printed
+    assert "[MISS] bundle good: size_mb " in printed and "1 of 2 budgets missed" in printed
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(b["row"], b["budget"], b["status"]) for b in saved["budgets"]] == [
+        ("bundle good", "top1>=0", "pass"), ("bundle good", "size_mb<=1e-06", "miss")]
+    assert "## Budgets (--require)" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="--require checks bundle rows, and no BUNDLE was given"):
+        _config(folders, tmp_path / "out2", require="top1>=0.5")
+    with pytest.raises(ConfigError, match="cannot read 'top1 0.5'"):
+        _config(folders, tmp_path / "out2", bundles=[str(folders / "good")], require="top1 0.5")
 
 
 def _two_bundles(folders, tmp_path) -> list[str]:
@@ -253,7 +302,7 @@ def test_plots_and_table_read_from_given_numbers(tmp_path):
     assert plot_scaling(scaling, tmp_path / "s.png").read_bytes()[:8] == PNG_MAGIC
     assert plot_scaling({"batch": {}, "resolution": {}}, tmp_path / "none.png") is None
     table = markdown_table([{"name": "x", "status": "error (run): " + "y" * 200, "top1": 0.5}])
-    assert "| x | - | 0.5000 |" in table and "..." in table and "y" * 100 not in table
+    assert "| x | - | - | 0.5000 |" in table and "..." in table and "y" * 100 not in table
 
 
 def test_a_row_timed_under_load_is_timed_again_and_the_quietest_attempt_kept(monkeypatch, tmp_path):
@@ -271,3 +320,53 @@ def test_a_row_timed_under_load_is_timed_again_and_the_quietest_attempt_kept(mon
     assert processes.timed_quietly("row", [], tmp_path / "log", tmp_path / "result", notes, retries=2,
                                    timeout=10.0) == ({"background_cores": 0.1, "n": 4}, None)
     assert notes == []
+
+
+def _clip_bundle(teacher_dir, work):
+    """The tiny CLIP's own towers as an FP32 bundle, written with vledge.compress's public stage functions."""
+    import math
+
+    from vledge.compress import export_towers, fp32_tower, resolve_config, write_bundle
+    from vledge.data import load_dataset
+    from vledge.models import load_teacher
+
+    teacher, config = load_teacher(teacher_dir), resolve_config("cpu")
+    exported = export_towers(teacher, load_dataset("fashion-mnist", "test"), config, work / "towers")
+    towers = {kind: fp32_tower(exported, kind, config, work / "towers") for kind in ("image", "text")}
+    return write_bundle(work / "clip-bundle", towers=towers, tokenizer=teacher.tokenizer, preprocess=teacher.preprocess,
+                        target="cpu", precision="fp32", embed_dim=teacher.embed_dim,
+                        logit_scale=math.exp(teacher.logit_scale.item()), config={}, metrics={}, provenance={})
+
+
+@pytest.mark.slow  # about 100 s on 2 shared cores: four Optimum exports and quantizations, six worker processes
+def test_peer_rows_of_a_hugging_face_clip_are_measured_beside_the_bundle(tmp_path):
+    from tiny_clip import make_tiny_clip_folder
+    from vledge.bench.peers import PEER_KEYS
+
+    teacher = make_tiny_clip_folder(tmp_path / "clip")
+    bundle = _clip_bundle(teacher, tmp_path)
+    results = bench(BenchConfig(teacher=str(teacher), bundles=[str(bundle)], rows=["teacher-torch", *PEER_KEYS],
+                                out=str(tmp_path / "out"), max_samples=32, probe_images=8, reps=QUICK, scaling=False,
+                                retries=0, repeats=1, require="vs_peer_image_b1>0,top1_kept>=0.99"))
+    rows = {r["name"]: r for r in results["rows"]}
+    peers = [r for r in results["rows"] if r["role"] == "peer"]
+    assert [r["status"] for r in peers] == ["ok"] * 4, [r["status"] for r in peers]
+    assert [r["placement"] for r in peers] == ["onnxruntime:cpu"] * 2 + ["openvino:cpu"] * 2
+    for row in peers:
+        assert row["image_b1_p50_ms"] > 0 and row["image_b8_p50_ms"] > 0 and row["text_b1_p50_ms"] > 0
+        assert row["size_mb"] > 0 and 0 <= row["top1"] <= 1 and "clip-vision" in row["model"]
+    teacher_row, exported = rows[TEACHER_TORCH], rows["peer Optimum ONNX FP32 (ORT)"]
+    # The FP32 export holds the teacher's weights: the same projected embeddings, the same top-1.
+    assert exported["cos_image"] > 0.9999 and exported["cos_text"] > 0.9999
+    assert exported["top1"] == teacher_row["top1"]
+    assert rows["peer Optimum ORT dynamic INT8"]["cos_image"] > 0.99
+    mine = rows["bundle clip-bundle"]
+    assert mine["status"] == "ok" and mine["top1"] == teacher_row["top1"] and mine["top1_kept"] == 1.0
+    best_top1 = max(r["top1"] for r in peers)
+    assert mine["vs_peer_top1_pt"] == pytest.approx((mine["top1"] - best_top1) * 100)
+    fastest = min(r["image_b1_p50_ms"] for r in peers)
+    assert mine["vs_peer_image_b1"] == pytest.approx(fastest / mine["image_b1_p50_ms"])
+    assert [b["status"] for b in results["budgets"]] == ["pass", "pass"]
+    notes = {d["name"]: d["notes"] for d in results["details"]}
+    assert any(n.startswith("made with ORTQuantizer, AutoQuantizationConfig.") for n in notes["peer Optimum ORT dynamic INT8"])
+    assert "Best peer (the vs_peer columns compare with it): image_b1 peer" in (tmp_path / "out" / "report.md").read_text()

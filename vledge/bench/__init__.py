@@ -1,5 +1,6 @@
-"""`vledge bench`: accuracy, latency, memory and size of the teacher and every compressed variant,
-as a table, CSV, JSON and plots, with issue 5's targets checked as ratios measured in one run.
+"""`vledge bench`: accuracy, latency, memory and size of the teacher, the peer pipelines and every
+compressed variant, as a table, CSV, JSON and plots, with the user's budgets (``require``) checked
+on every bundle row.
 
 Importing this package loads nothing heavy (the measuring worker process starts from it).
 """
@@ -16,7 +17,7 @@ def bench(config):
 
 def __getattr__(name):
     if name == "BenchConfig":
-        from vledge.bench.runner import BenchConfig
+        from vledge.bench.config import BenchConfig
 
         return BenchConfig
     raise AttributeError(f"module 'vledge.bench' has no attribute {name!r}")

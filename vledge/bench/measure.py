@@ -39,6 +39,9 @@ class Repetitions:
 
 
 QUICK = Repetitions(warmup=2, min_rounds=5, min_seconds=0.0, max_rounds=20, max_seconds=1.0)
+# The batch-size curves: each point is a median, and a curve has many points, so fewer repetitions.
+CURVE_BATCHES = (1, 2, 4, 8, 16, 32)
+CURVE_REPS = Repetitions(warmup=3, min_rounds=10, min_seconds=0.5, max_rounds=100, max_seconds=3.0)
 
 
 def time_interleaved(calls: Sequence[Callable[[], object]], reps: Repetitions = Repetitions()) -> list[list[float]]:

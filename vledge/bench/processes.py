@@ -1,8 +1,8 @@
 """The benchmark's child processes: run one, time a row again while other processes load the CPU,
-time it in several fresh processes, measure a backend's memory baseline, draw the scaling curves.
+time it in several fresh processes, measure a backend's memory baseline.
 
-Every measurement runs in a process of its own (``python -m vledge.bench.worker`` or
-``vledge.bench.scaling``): memory peaks never mix, and a runtime that crashes loses one row, not the run.
+Every measurement runs in a process of its own (``python -m vledge.bench.worker``): memory peaks never
+mix, and a runtime that crashes loses one row, not the run.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vledge.bench.measure import Repetitions, combine_processes
-from vledge.bench.scaling import BATCHES, RESOLUTIONS, SCALING_REPS
+from vledge.bench.measure import combine_processes
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def run_worker(args: list[str], log_path: Path, result_path: Path, timeout: float,
-               module: str = "vledge.bench.worker") -> tuple[dict | None, str | None]:
-    """Run ``python -m module *args``; its result, or why there is none (with the end of its log)."""
+def run_worker(args: list[str], log_path: Path, result_path: Path, timeout: float) -> tuple[dict | None, str | None]:
+    """Run ``python -m vledge.bench.worker *args``; its result, or why there is none (with the end of its log)."""
     result_path.unlink(missing_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "w") as logfile:
         try:
-            done = subprocess.run([sys.executable, "-m", module, *args], stdout=logfile,
+            done = subprocess.run([sys.executable, "-m", "vledge.bench.worker", *args], stdout=logfile,
                                   stderr=subprocess.STDOUT, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             return None, f"timed out after {timeout:.0f} s (log: {log_path})"
@@ -127,37 +125,3 @@ def _empty_onnx(path: Path) -> Path:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
-
-
-def measure_scaling(curves: dict[str, tuple[str, str]], probe: Path, texts: list[str], *, work: Path, threads: int,
-                    batches=BATCHES, resolutions=RESOLUTIONS, reps: Repetitions = SCALING_REPS,
-                    timeout: float = 1800.0, on_curve=None) -> dict:
-    """Latency against batch size and resolution for each ``{name: (kind, path)}`` (kind: "torch" for
-    a checkpoint, "onnxruntime" or "openvino" for a bundle), each curve in its own process.
-
-    Returns ``{"batch": {name: {"image"|"text": {batch: ms}}}, "resolution": {name: {side: ms}}, "errors": [...]}``;
-    ``on_curve(partial)`` is called after each curve.
-    """
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    merged = {"batch": {}, "resolution": {}, "errors": []}
-    for name, (kind, path) in curves.items():
-        log.info("bench: scaling curves of %s", name)
-        stem = f"scaling-{slug(name)}"
-        job = {"kind": kind, "path": str(path), "threads": threads, "probe": str(probe), "texts": texts,
-               "batches": list(batches), "resolutions": list(resolutions), "reps": reps.to_dict()}
-        job_path, result_path = work / f"job-{stem}.json", work / f"result-{stem}.json"
-        job_path.write_text(json.dumps(job, indent=2))
-        result, error = run_worker([str(job_path), str(result_path)], work / "logs" / f"{stem}.log", result_path,
-                                   timeout, module="vledge.bench.scaling")
-        if error:
-            merged["errors"].append(f"{name}: {error}")
-            continue
-        merged["batch"][name] = {"image": result["image"], "text": result["text"]}
-        merged["resolution"][name] = result["resolution"]
-        merged["errors"] += [f"{name}: {e}" for e in result["errors"]]
-        if (result.get("background_cores") or 0) > BUSY_CORES:
-            merged["errors"].append(f"{name}: other processes used {result['background_cores']:.2f} CPU cores "
-                                    "while its curves were timed; they read slow")
-        if on_curve:
-            on_curve(merged)
-    return merged

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from vledge.bench.budgets import DERIVED, best_peers
+
 STATUS_WIDTH = 90  # characters of an error status shown in the table (CSV and JSON keep it whole)
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -17,6 +19,7 @@ REPORT_MD = "report.md"
 # (flat row key, markdown header, format); CSV writes every key of CSV_COLUMNS at full precision.
 TABLE = (
     ("name", "variant", "{}"),
+    ("model", "model", "{}"),
     ("placement", "runs on", "{}"),
     ("top1", "top-1", "{:.4f}"),
     ("top5", "top-5", "{:.4f}"),
@@ -35,15 +38,27 @@ TABLE = (
     ("params_m", "params M", "{:.2f}"),
     ("image_mmacs", "img MMACs", "{:.1f}"),
     ("text_mmacs", "txt MMACs", "{:.1f}"),
+    ("frame_b1_p50_ms", "1080p frame ms", "{:.2f}"),
+    ("python_us", "python us", "{:.0f}"),
+    ("top1_kept", "top-1 kept", "{:.3f}"),
+    ("size_ratio", "smaller", "{:.1f}x"),
+    ("vs_peer_image_b1", "vs peer img b1", "{:.2f}x"),
+    ("vs_peer_image_b8", "vs peer img b8", "{:.2f}x"),
+    ("vs_peer_text_b1", "vs peer txt b1", "{:.2f}x"),
+    ("vs_peer_top1_pt", "vs peer top-1 pt", "{:+.2f}"),
     ("status", "status", "{}"),
 )
 CSV_COLUMNS = (
-    "name", "role", "precision", "placement", "status", "top1", "top5", "recall", "cos_image", "cos_text",
+    "name", "role", "model", "precision", "placement", "status", "top1", "top5", "recall", "cos_image", "cos_text",
     "image_b1_p50_ms", "image_b1_p95_ms", "image_b8_p50_ms", "image_b8_p95_ms",
     "text_b1_p50_ms", "text_b1_p95_ms", "text_b8_p50_ms", "text_b8_p95_ms", "images_per_s", "texts_per_s",
     "peak_rss_mb", "eval_peak_rss_mb", "size_mb", "params_m", "image_mmacs", "text_mmacs", "text_seq_len",
-    "classify_overhead_pct", "encode_text_overhead_pct", "load_s", "eval_n", "background_cores", "path",
+    "classify_overhead_pct", "encode_text_overhead_pct", "python_us", "frame_b1_p50_ms", "load_s", "eval_n",
+    "background_cores", *DERIVED, "path",
 )
+TEXT_COLUMNS = ("name", "role", "model", "precision", "placement", "status", "recall", "path")
+# What a budget (--require) may name: every numeric column.
+BUDGET_KEYS = tuple(k for k in CSV_COLUMNS if k not in TEXT_COLUMNS)
 
 
 def flat_row(name: str, role: str, precision: str, path, static: dict, result: dict | None, status: str) -> dict:
@@ -67,6 +82,7 @@ def flat_row(name: str, role: str, precision: str, path, static: dict, result: d
     overhead = result.get("overhead", {})
     for key, column in (("classify_share", "classify_overhead_pct"), ("encode_text_share", "encode_text_overhead_pct")):
         row[column] = overhead[key] * 100 if key in overhead else None
+    row["python_us"], row["frame_b1_p50_ms"] = overhead.get("python_us"), overhead.get("frame_b1_p50_ms")
     row["placement"] = result.get("placement")
     row["background_cores"] = result.get("background_cores")
     row["load_s"] = result.get("load_s")
@@ -105,7 +121,7 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def markdown_report(results: dict) -> str:
-    """The whole report: settings and machine, the table, the targets, notes per row."""
+    """The whole report: settings and machine, the table, the best peers, the budgets, notes per row."""
     machine, settings = results.get("machine", {}), results.get("settings", {})
     lines = [
         "# vledge bench",
@@ -123,8 +139,13 @@ def markdown_report(results: dict) -> str:
     if results.get("baselines"):
         base = ", ".join(f"{k} {v:.0f} MB" for k, v in results["baselines"].items())
         lines += [f"Backend memory baselines (import + empty session, own process): {base}", ""]
-    targets = [t["line"] for t in results.get("targets", [])] or ["no target applies: no INT8 row was measured"]
-    lines += ["## Targets (issue 5)", "", "```"] + targets + ["```", ""]
+    lines += [f"Skipped: {reason}" for reason in results.get("skipped", [])] + [""] * bool(results.get("skipped"))
+    peers = best_peers(results.get("rows", []))
+    if peers:
+        cells = ", ".join(f"{cell} {name} ({value:.4g}{'' if cell == 'top1' else ' ms'})" for cell, (name, value) in peers.items())
+        lines += [f"Best peer (the vs_peer columns compare with it): {cells}", ""]
+    if results.get("budgets"):
+        lines += ["## Budgets (--require)", "", "```"] + [b["line"] for b in results["budgets"]] + ["```", ""]
     notes = [(r["name"], n) for r in results.get("details", []) for n in r.get("notes", [])]
     if notes:
         lines += ["## Notes", ""] + [f"- {name}: {note}" for name, note in notes] + [""]

@@ -1,8 +1,9 @@
 """The benchmark's rows: which variants are measured, and how each one's bundle is made.
 
-Rows, in order: the teacher in PyTorch FP32 and as FP32 ONNX; the student as FP32 ONNX on ONNX
-Runtime, INT8 on ONNX Runtime (target ``cpu``), FP32 on OpenVINO (f32 inference) and INT8 on
-OpenVINO (target ``intel-cpu``, NNCF); then every bundle given as it is.
+Rows, in order: the teacher in PyTorch FP32 (``vledge.load(teacher, backend="torch")``) and as an
+FP32 ONNX bundle; for a Hugging Face CLIP teacher, the peer rows (``vledge.bench.peers``); the
+student as FP32 ONNX on ONNX Runtime, INT8 on ONNX Runtime (target ``cpu``), FP32 on OpenVINO (f32
+inference) and INT8 on OpenVINO (target ``intel-cpu``, NNCF); then every bundle given as it is.
 
 Where the student comes from (``student_source``):
 - a checkpoint folder (``--student``): used as is; a compress work folder (``OUT.work``) is read
@@ -10,9 +11,9 @@ Where the student comes from (``student_source``):
 - otherwise it is distilled from the teacher by the compress pipeline's own distillation stage
   (``vledge.compress.distilled_student``, the cpu target's default recipe) into the work folder,
   where a later run with the same teacher and settings finds and reuses it.
-The student's variants are then made with the pipeline's own export and quantize stages
-(``export_towers``, ``quantized_towers``), without the verify gate's recovery; to
-measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle itself.
+Every built variant is a bundle written with ``vledge.compress``'s public stage functions
+(``export_towers``, ``fp32_tower``, ``quantize_towers_for_target``, ``write_bundle``), without the
+verify gate's recovery; to measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from vledge.bench.once import Once
 from vledge.errors import ConfigError
 from vledge.registry import did_you_mean
 
@@ -34,17 +36,19 @@ STUDENT_FP32_ORT = "student FP32 (ORT)"
 STUDENT_INT8_ORT = "student INT8 (ORT)"
 STUDENT_FP32_OV = "student FP32 (OpenVINO)"
 STUDENT_INT8_OV = "student INT8 (OpenVINO)"
-ROW_KEYS = ("teacher-torch", "teacher-onnx", "student-fp32-ort", "student-int8-ort", "student-fp32-openvino",
-            "student-int8-openvino")
+KINDS = ("image", "text")
 
 
 @dataclass
 class Variant:
-    """One row: what ``vledge.load`` opens (``path``, made by ``build`` when needed) and its static facts."""
+    """One row: what the worker opens (``path``, made by ``build`` when needed) and its static facts.
+
+    ``opener``: "edge" (``vledge.load``) or "peer" (``vledge.bench.peer_model``). ``size_of``: the
+    folder whose bytes are the row's size, relative to ``path`` ("" for ``path`` itself)."""
 
     name: str
     key: str  # short name for selecting rows (``--rows``)
-    role: str  # "teacher" | "student" | "bundle"
+    role: str  # "teacher" | "peer" | "student" | "bundle"
     precision: str
     path: Path | None = None
     build: Callable[[], Path] | None = None
@@ -52,24 +56,20 @@ class Variant:
     options: dict = field(default_factory=dict)
     params: Callable[[], int | None] | None = None
     macs_from: Callable[[], Path | None] | None = None  # a bundle whose ONNX towers the MACs are counted on
+    model: Callable[[], str | None] | None = None  # the architecture, for the row's ``model`` column
+    opener: str = "edge"
+    size_of: str = ""
 
 
-class _Once:
-    """Call ``make`` once; later calls return its result or raise its exception again."""
-
-    def __init__(self, make: Callable):
-        self.make, self.done, self.value, self.error = make, False, None, None
-
-    def __call__(self):
-        if not self.done:
-            try:
-                self.value = self.make()
-            except Exception as exc:
-                self.error = exc
-            self.done = True
-        if self.error is not None:
-            raise self.error
-        return self.value
+def architecture(model) -> str:
+    """A dual encoder's towers in words: ``clip-vision 4L/256d + clip-text 4L/256d``, ``resnet18 + bert``."""
+    parts = []
+    for tower in (model.image_tower, model.text_tower):
+        config = getattr(tower, "config", {}) or {}
+        hf = config.get("hf_config") or {}
+        detail = f" {hf['num_hidden_layers']}L/{hf['hidden_size']}d" if "num_hidden_layers" in hf else ""
+        parts.append(f"{config.get('arch', type(tower).__name__)}{detail}")
+    return " + ".join(parts)
 
 
 class Workshop:
@@ -84,11 +84,12 @@ class Workshop:
         self.distill_overrides = dict(distill or {})
         self.seed = seed
         self.student_description = ""
-        self.teacher = _Once(self._load_teacher)
-        self.train_data = _Once(lambda: self._dataset("train"))
-        self.eval_data = _Once(lambda: self._dataset(self.split))
-        self.student = _Once(self._student)
-        self.exported = _Once(self._export_student)
+        self.student_name = ""
+        self.teacher = Once(self._load_teacher)
+        self.train_data = Once(lambda: self._dataset("train"))
+        self.eval_data = Once(lambda: self._dataset(self.split))
+        self.student = Once(self._student)
+        self.exported = Once(self._export_student)
 
     # -- models and data ---------------------------------------------------------------------------
     def _load_teacher(self):
@@ -126,20 +127,25 @@ class Workshop:
 
         teacher = self.teacher()
         config = self.config("cpu")
-        teacher_id = model_fingerprint(teacher)
-        key = stage_key(teacher_id, config.data, config.student, config.distill.to_dict(), config.seed)
+        key = stage_key(model_fingerprint(teacher), config.data, config.student, config.distill.to_dict(), config.seed)
         log.info("bench: the student: reused from %s if an earlier run distilled it with these settings, else "
                  "distilled now (compress's distill stage, %d epochs of up to %s images)", self.work / "student",
                  config.distill.epochs, config.distill.max_samples)
         student, record, reused = distilled_student(teacher, self.train_data(), config.distill, student=config.student,
                                                     seed=config.seed, work=WorkDir(self.work / "student"), key=key)
+        self.student_name = record.get("student", "")
         self.student_description = f"{record['summary']}{' (reused from an earlier run)' if reused else ''}"
         return student
+
+    def student_model(self) -> str:
+        arch = architecture(self.student())
+        return f"{self.student_name}: {arch}" if self.student_name else arch
 
     def _export_student(self):
         from vledge.compress import export_towers
 
-        return export_towers(self.student(), self.eval_data(), self._fresh("student-onnx"), self.config("cpu").export_config())
+        return export_towers(self.student(), self.eval_data(), self._fresh("student-onnx"),
+                             self.config("cpu").export_config())
 
     def _fresh(self, name: str) -> Path:
         import shutil
@@ -157,33 +163,35 @@ class Workshop:
             self.work / "bundles" / name, towers=towers, tokenizer=model.tokenizer, preprocess=model.preprocess,
             target=target, precision=bundle_precision(towers), embed_dim=model.embed_dim,
             logit_scale=math.exp(model.logit_scale.item()), config={"bench": name}, metrics={},
-            provenance={"bench": name, "teacher": str(self.teacher_path)}, overwrite=True,
+            provenance={"bench": name, "teacher": str(self.teacher_path), "model": architecture(model)},
+            overwrite=True,
         )
 
-    def teacher_onnx(self) -> Path:
-        from vledge.compress import export_onnx
+    def _fp32_bundle(self, name: str, model, exported, target: str) -> Path:
+        """FP32 towers in ``target``'s format (``exported`` is ONNX; OpenVINO targets convert it)."""
+        from vledge.compress import export_openvino, fp32_tower, tower_files
+        from vledge.targets import get_target
 
-        teacher, folder = self.teacher(), self._fresh("teacher-onnx")
-        towers = {}
-        for kind in ("image", "text"):
-            path = folder / f"{kind}_encoder.onnx"
-            towers[kind] = (export_onnx(teacher, kind, path), [path])
-        return self._write("teacher-onnx-fp32", teacher, towers, "cpu")
+        folder = self._fresh(f"{name}-towers")
+        if get_target(target).export_format != "openvino":
+            towers = {kind: fp32_tower(exported, kind, folder) for kind in KINDS}
+        else:
+            specs = {kind: export_openvino(exported.paths[kind], kind, folder / f"{kind}_encoder.xml") for kind in KINDS}
+            towers = {kind: (spec, tower_files(folder, spec)) for kind, spec in specs.items()}
+        return self._write(name, model, towers, target)
+
+    def teacher_onnx(self) -> Path:
+        from vledge.compress import export_towers
+
+        teacher = self.teacher()
+        exported = export_towers(teacher, self.eval_data(), self._fresh("teacher-onnx"), self.config("cpu").export_config())
+        return self._fp32_bundle("teacher-onnx-fp32", teacher, exported, "cpu")
 
     def student_fp32_onnx(self) -> Path:
-        exported = self.exported()
-        towers = {k: (exported.specs[k], [exported.paths[k]]) for k in ("image", "text")}
-        return self._write("student-onnx-fp32", self.student(), towers, "cpu")
+        return self._fp32_bundle("student-onnx-fp32", self.student(), self.exported(), "cpu")
 
     def student_fp32_openvino(self) -> Path:
-        from vledge.compress import export_openvino, tower_files
-
-        exported, folder = self.exported(), self._fresh("student-openvino")
-        towers = {}
-        for kind in ("image", "text"):
-            spec = export_openvino(exported.paths[kind], kind, folder / f"{kind}_encoder.xml")
-            towers[kind] = (spec, tower_files(folder, spec))
-        return self._write("student-openvino-fp32", self.student(), towers, "intel-cpu")
+        return self._fp32_bundle("student-openvino-fp32", self.student(), self.exported(), "intel-cpu")
 
     def student_int8(self, target: str) -> Path:
         from vledge.compress import quantized_towers
@@ -192,16 +200,6 @@ class Workshop:
         quantized = quantized_towers(self.student(), self.train_data(), self.exported(), self._fresh(f"student-{target}"),
                                      config.target.quantization, config.quantize, config.seed)
         return self._write(f"student-{target}-int8", self.student(), quantized.towers, target)
-
-    def teacher_params(self) -> int:
-        from vledge.compress import count_parameters
-
-        return count_parameters(self.teacher())
-
-    def student_params(self) -> int:
-        from vledge.compress import count_parameters
-
-        return count_parameters(self.student())
 
 
 def bundle_params(path: Path) -> int | None:
@@ -218,28 +216,60 @@ def bundle_params(path: Path) -> int | None:
     return sum(count_onnx_parameters(safe_join(path, t.file)) for t in manifest.towers.values())
 
 
-def variants(shop: Workshop, bundles: list[str | Path], only: list[str] | None = None) -> list[Variant]:
+def bundle_model(path: Path) -> str | None:
+    """The architecture a bundle's manifest records (its student's name for a ``vledge compress`` bundle)."""
+    from vledge.bundle_files import read_manifest
+
+    manifest = read_manifest(path, verify=False)
+    provenance = manifest.provenance
+    named = provenance.get("model") or provenance.get("student") or manifest.config.get("student")
+    if named == "teacher":  # vledge compress --student teacher
+        teacher = provenance.get("teacher")
+        kind = teacher.get("kind") if isinstance(teacher, dict) else None
+        return f"the teacher's own towers{f' ({kind})' if kind else ''}"
+    return str(named) if named else None
+
+
+def built_in_rows(shop: Workshop, teacher_onnx: Once) -> list[Variant]:
+    """The teacher's and the student's rows (peers come from ``vledge.bench.peers``)."""
+    from vledge.compress import count_parameters
+
+    student_onnx = Once(shop.student_fp32_onnx)
+    teacher = dict(params=lambda: count_parameters(shop.teacher()), model=lambda: architecture(shop.teacher()))
+    student = dict(params=lambda: count_parameters(shop.student()), model=shop.student_model)
+    return [
+        Variant(TEACHER_TORCH, "teacher-torch", "teacher", "fp32", path=shop.teacher_path, backend="torch",
+                macs_from=teacher_onnx, **teacher),
+        Variant(TEACHER_ONNX, "teacher-onnx", "teacher", "fp32", build=teacher_onnx, **teacher),
+        Variant(STUDENT_FP32_ORT, "student-fp32-ort", "student", "fp32", build=student_onnx, **student),
+        Variant(STUDENT_INT8_ORT, "student-int8-ort", "student", "int8", build=lambda: shop.student_int8("cpu"),
+                **student),
+        Variant(STUDENT_FP32_OV, "student-fp32-openvino", "student", "fp32", build=shop.student_fp32_openvino,
+                options={"exact": True}, macs_from=student_onnx, **student),
+        Variant(STUDENT_INT8_OV, "student-int8-openvino", "student", "int8",
+                build=lambda: shop.student_int8("intel-cpu"), macs_from=student_onnx, **student),
+    ]
+
+
+def variants(shop: Workshop, bundles: list[str | Path], only: list[str] | None = None,
+             skipped: list[str] | None = None) -> list[Variant]:
     """The rows of one benchmark run in the order they are measured (the teacher first: its
     embeddings are the reference for every other row's cosine); ``only`` keeps the built-in rows with
-    these keys (``ROW_KEYS``), every given bundle is always measured."""
-    teacher_onnx = _Once(shop.teacher_onnx)
-    student_onnx = _Once(shop.student_fp32_onnx)
-    rows = [
-        Variant(TEACHER_TORCH, "teacher-torch", "teacher", "fp32", path=shop.teacher_path, backend="torch",
-                params=shop.teacher_params, macs_from=teacher_onnx),
-        Variant(TEACHER_ONNX, "teacher-onnx", "teacher", "fp32", build=teacher_onnx, params=shop.teacher_params),
-        Variant(STUDENT_FP32_ORT, "student-fp32-ort", "student", "fp32", build=student_onnx,
-                params=shop.student_params),
-        Variant(STUDENT_INT8_ORT, "student-int8-ort", "student", "int8", build=lambda: shop.student_int8("cpu"),
-                params=shop.student_params),
-        Variant(STUDENT_FP32_OV, "student-fp32-openvino", "student", "fp32", build=shop.student_fp32_openvino,
-                options={"exact": True}, params=shop.student_params, macs_from=student_onnx),
-        Variant(STUDENT_INT8_OV, "student-int8-openvino", "student", "int8",
-                build=lambda: shop.student_int8("intel-cpu"), params=shop.student_params, macs_from=student_onnx),
-    ]
-    unknown = sorted(set(only or ()) - {v.key for v in rows})
+    these keys, every given bundle is always measured. Rows that cannot apply (peers of a teacher that
+    is not a Hugging Face CLIP folder) are left out, with the reason appended to ``skipped``."""
+    from vledge.bench import peers
+
+    teacher_onnx = Once(shop.teacher_onnx)
+    built_in = built_in_rows(shop, teacher_onnx)
+    peer_rows, reason = peers.peer_rows(shop, teacher_onnx)
+    rows = built_in[:2] + peer_rows + built_in[2:]
+    keys = [v.key for v in built_in[:2]] + list(peers.PEER_KEYS) + [v.key for v in built_in[2:]]
+    unknown = sorted(set(only or ()) - set(keys))
     if unknown:
-        raise ConfigError(f"unknown row {unknown[0]!r}.{did_you_mean(unknown[0], ROW_KEYS)} Rows: {', '.join(ROW_KEYS)}")
+        raise ConfigError(f"unknown row {unknown[0]!r}.{did_you_mean(unknown[0], keys)} Rows: {', '.join(keys)}")
+    wanted_peers = [k for k in peers.PEER_KEYS if only is None or k in only]
+    if reason and wanted_peers and skipped is not None:
+        skipped.append(f"peer rows: {reason}")
     if only is not None:
         rows = [v for v in rows if v.key in only]
     for path in bundles:
@@ -247,7 +277,8 @@ def variants(shop: Workshop, bundles: list[str | Path], only: list[str] | None =
         name = f"bundle {path.name}"
         while any(v.name == name for v in rows):  # two bundles in folders of the same name
             name += "'"
-        rows.append(Variant(name, name, "bundle", _precision(path), path=path, params=lambda p=path: bundle_params(p)))
+        rows.append(Variant(name, name, "bundle", _precision(path), path=path, params=lambda p=path: bundle_params(p),
+                            model=lambda p=path: bundle_model(p)))
     return rows
 
 

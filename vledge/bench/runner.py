@@ -8,76 +8,28 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vledge.bench import report as reports
 from vledge.bench import processes
-from vledge.bench.measure import Repetitions, count_macs, folder_bytes
-from vledge.bench.scaling import BATCHES, RESOLUTIONS, SCALING_REPS
-from vledge.bench.rows import (STUDENT_FP32_ORT, STUDENT_INT8_ORT, STUDENT_INT8_OV, TEACHER_ONNX, TEACHER_TORCH,
-                               Variant, Workshop, variants)
-from vledge.bench.targets import evaluate_targets
-from vledge.errors import ConfigError
+from vledge.bench import report as reports
+from vledge.bench.budgets import add_derived, check_budgets
+from vledge.bench.config import BenchConfig
+from vledge.bench.measure import count_macs, folder_bytes
+from vledge.bench.rows import TEACHER_TORCH, Variant, Workshop, variants
 
 log = logging.getLogger(__name__)
 
 ACCURACY_PLOT = "accuracy_latency.png"
 SCALING_PLOT = "scaling.png"
-# The scaling curves: the teacher in both runtimes and the student's shipped forms.
-SCALING_ROWS = (TEACHER_TORCH, TEACHER_ONNX, STUDENT_FP32_ORT, STUDENT_INT8_ORT, STUDENT_INT8_OV)
-
-
-@dataclass
-class BenchConfig:
-    """Settings of one benchmark run (``vledge bench --help`` explains each flag)."""
-
-    teacher: str
-    bundles: list[str] = field(default_factory=list)
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    split: str = "test"
-    out: str = "bench-report"
-    work_dir: str | None = None  # default: OUT/work (exported variants, the distilled student, logs)
-    threads: int = 2
-    max_samples: int | None = None
-    student: str | None = None
-    rows: list[str] | None = None  # keys of the built-in rows to measure (rows.ROW_KEYS); None: all
-    distill_epochs: int | None = None
-    distill_samples: int | None = None
-    scaling: bool = True
-    scaling_batches: tuple[int, ...] = BATCHES
-    scaling_resolutions: tuple[int, ...] = RESOLUTIONS
-    reps: Repetitions = field(default_factory=Repetitions)
-    scaling_reps: Repetitions = SCALING_REPS
-    probe_images: int = 256
-    row_timeout: float = 1800.0
-    retries: int = 2  # times a row timed under background load is timed again
-    repeats: int = 3  # processes each row is timed in; latencies are the median across them
-    resume: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ConfigError(f"max_samples must be positive, got {self.max_samples}")
-        if self.repeats < 1 or self.retries < 0:
-            raise ConfigError(f"repeats must be at least 1 and retries at least 0, got {self.repeats}, {self.retries}")
-        if self.probe_images < 8:
-            raise ConfigError(f"probe_images must be at least 8 (batch-8 latency), got {self.probe_images}")
-        if not Path(self.teacher).is_dir():
-            raise ConfigError(f"teacher checkpoint folder not found: {self.teacher} (pass --teacher ckpt/)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def machine_info(threads: int) -> dict:
     """The machine and library versions the numbers were taken on."""
     from vledge.compress import toolchain_versions
+    from vledge.cpu import host_cpu
 
     cpu = platform.processor() or "?"
     try:
@@ -95,7 +47,8 @@ def machine_info(threads: int) -> dict:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "threads": threads, "load_average": os.getloadavg(), "versions": versions}
+            "cpu_isa": host_cpu().to_dict(), "cores": os.cpu_count(), "threads": threads,
+            "load_average": os.getloadavg(), "versions": versions}
 
 
 def write_probe(data, n: int, work: Path) -> tuple[Path, list[str], list[str]]:
@@ -112,8 +65,12 @@ def write_probe(data, n: int, work: Path) -> tuple[Path, list[str], list[str]]:
 
 
 def _static_facts(variant: Variant, path: Path, texts: list[str], notes: list[str]) -> dict:
-    """Size, parameters and MACs (batch 1; text at the first prompt's length), each guarded."""
-    facts = {"size_mb": folder_bytes(path) / 1e6}
+    """Size, architecture, parameters and MACs (batch 1; text at the first prompt's length), each guarded."""
+    facts = {"size_mb": folder_bytes(path / variant.size_of) / 1e6}
+    try:
+        facts["model"] = variant.model() if variant.model else None
+    except Exception as exc:
+        notes.append(f"architecture not read: {type(exc).__name__}: {str(exc)[:200]}")
     try:
         params = variant.params() if variant.params else None
         facts["params_m"] = None if params is None else params / 1e6
@@ -156,9 +113,11 @@ class _Run:
         self.work = Path(config.work_dir or self.out / "work")
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         previous = self.out / reports.RESULTS_JSON
+        self.budgets = config.budgets()
         self.results = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine_info(config.threads),
-                        "settings": config.to_dict(), "student": None, "baselines": {}, "rows": [], "details": [],
-                        "targets": [], "scaling": None, "files": {}}
+                        "settings": config.to_dict(), "teacher_size_mb": folder_bytes(config.teacher) / 1e6,
+                        "student": None, "baselines": {}, "rows": [], "details": [], "skipped": [], "budgets": [],
+                        "scaling": None, "files": {}}
         if config.resume and previous.is_file():
             old = json.loads(previous.read_text())
             kept = [r for r in old.get("rows", []) if r.get("status") == "ok"]
@@ -178,16 +137,17 @@ class _Run:
         self.save()
 
     def save(self) -> None:
-        rows = {r["name"]: r for r in self.results["rows"]}
-        targets = evaluate_targets(rows, self.results["baselines"])
-        self.results["targets"] = [{**t.to_dict(), "line": t.line()} for t in targets]
+        rows = self.results["rows"]
+        add_derived(rows, self.results["teacher_size_mb"])
+        self.results["budgets"] = [b.to_dict() for b in check_budgets(rows, self.budgets)]
         self.results["files"].update({k: str(v) for k, v in reports.write_reports(self.out, self.results).items()})
 
 
 def bench(config: BenchConfig) -> dict:
     """Measure every variant (see ``vledge.bench.rows``) and write the report into ``config.out``.
 
-    Returns the results dict that ``results.json`` holds: machine, settings, rows, targets, scaling.
+    Returns the results dict that ``results.json`` holds: machine, settings, rows (with the derived
+    columns of ``vledge.bench.budgets``), the budgets checked, rows skipped and why, the batch curves.
     A variant that fails to build or run becomes a row with its error as status; nothing is raised
     for it. Invalid settings or an unreadable data set raise before any row is measured.
     """
@@ -196,7 +156,9 @@ def bench(config: BenchConfig) -> dict:
                     student=config.student, seed=config.seed,
                     distill={k: v for k, v in (("epochs", config.distill_epochs),
                                                ("max_samples", config.distill_samples)) if v is not None})
-    rows = variants(shop, config.bundles, config.rows)
+    rows = variants(shop, config.bundles, config.rows, skipped=run.results["skipped"])
+    for reason in run.results["skipped"]:
+        log.info("bench: skipped %s", reason)
     probe, texts, classes = write_probe(shop.eval_data(), config.probe_images, run.work)
     timing: list[_Timing] = []
     for i, variant in enumerate(rows, 1):
@@ -208,7 +170,7 @@ def bench(config: BenchConfig) -> dict:
             timing.append(measured)
     _time_in_rounds(run, timing)
     if config.scaling:
-        _scaling(run, probe, texts)
+        _scaling(run)
     _plot(run, "accuracy_plot", "plot_accuracy_latency", run.results["rows"], run.out / ACCURACY_PLOT)
     return run.results
 
@@ -241,6 +203,18 @@ class _Timing:
     failed: bool = False
 
 
+def _job(run: _Run, variant: Variant, path: Path, probe: Path, texts: list[str], classes: list[str]) -> dict:
+    """What the worker process needs to measure one row."""
+    config = run.config
+    return {"name": variant.name, "path": str(path), "opener": variant.opener, "backend": variant.backend,
+            "options": variant.options, "threads": config.threads, "data": config.data, "data_dir": config.data_dir,
+            "split": config.split, "max_samples": config.max_samples, "probe": str(probe), "texts": texts,
+            "classes": classes, "reference": str(run.work / "teacher_embeddings.npz"),
+            "save_reference": variant.name == TEACHER_TORCH, "reps": config.reps.to_dict(),
+            "curve_batches": list(config.scaling_batches) if config.scaling else [],
+            "curve_reps": config.scaling_reps.to_dict()}
+
+
 def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path, texts: list[str],
              classes: list[str]) -> _Timing | None:
     """Build the variant and measure it in one process; its row is saved at once. Returns what the timing
@@ -254,11 +228,7 @@ def _measure(run: _Run, shop: Workshop, variant: Variant, step: str, probe: Path
         status = f"error (build): {type(exc).__name__}: {str(exc)[:300]}"
     if status == "ok":
         facts = _static_facts(variant, Path(path), texts, notes)
-        job = {"name": variant.name, "path": str(path), "backend": variant.backend, "options": variant.options,
-               "threads": config.threads, "data": config.data, "data_dir": config.data_dir, "split": config.split,
-               "max_samples": config.max_samples, "probe": str(probe), "texts": texts, "classes": classes,
-               "reference": str(run.work / "teacher_embeddings.npz"), "save_reference": variant.name == TEACHER_TORCH,
-               "reps": config.reps.to_dict()}
+        job = _job(run, variant, Path(path), probe, texts, classes)
         slug = processes.slug(variant.name)
         job_path, result_path = run.work / f"job-{slug}.json", run.work / f"result-{slug}.json"
         job_path.write_text(json.dumps(job, indent=2))
@@ -312,22 +282,14 @@ def _time_in_rounds(run: _Run, timing: list[_Timing]) -> None:
             run.put(flat, {"name": name, "notes": row.notes + [note], "result": merged, "seconds": row.seconds})
 
 
-def _scaling(run: _Run, probe: Path, texts: list[str]) -> None:
-    config = run.config
-    curves = {}
-    for name in SCALING_ROWS:
-        row = run.row(name)
-        if row is not None and row.get("status") == "ok":
-            curves[name] = ("torch" if name == TEACHER_TORCH else "openvino" if name == STUDENT_INT8_OV else "onnxruntime",
-                            row["path"])
-
-    def save(merged: dict) -> None:
-        run.results["scaling"] = merged
-        run.save()
-
-    merged = processes.measure_scaling(curves, probe, texts, work=run.work, threads=config.threads,
-                             batches=config.scaling_batches, resolutions=config.scaling_resolutions,
-                             reps=config.scaling_reps, timeout=config.row_timeout, on_curve=save)
-    merged["errors"] += [f"{name}: no curve, its row did not run" for name in SCALING_ROWS if name not in curves]
-    save(merged)
+def _scaling(run: _Run) -> None:
+    """The batch-size curves each row's first process measured, gathered for the plot."""
+    merged = {"batch": {}, "resolution": {}, "errors": []}
+    for detail in run.results["details"]:
+        curves = (detail.get("result") or {}).get("curves")
+        if curves:
+            merged["batch"][detail["name"]] = curves
+        merged["errors"] += [f"{detail['name']}: {n}" for n in detail.get("notes", []) if n.startswith("curve ")]
+    run.results["scaling"] = merged
+    run.save()
     _plot(run, "scaling_plot", "plot_scaling", merged, run.out / SCALING_PLOT, [r["name"] for r in run.results["rows"]])

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "bench", help="benchmark the teacher, the student's FP32/INT8 variants and given bundles: table, CSV, JSON, plots",
-        description="Rows: teacher PyTorch FP32, teacher ONNX FP32, student FP32 and INT8 on ONNX Runtime and OpenVINO, "
-                    "then every BUNDLE. Each row runs in its own process; the report is rewritten after every row.",
+        "bench", help="benchmark the teacher, the peer pipelines, the student's FP32/INT8 variants and given bundles",
+        description="Rows: teacher PyTorch FP32, teacher ONNX FP32; for a Hugging Face CLIP teacher the peer pipelines "
+                    "(Optimum ONNX export and ORT dynamic INT8, optimum-intel OpenVINO and NNCF INT8); student FP32 and "
+                    "INT8 on ONNX Runtime and OpenVINO; then every BUNDLE. Each row runs in its own process; the "
+                    "report (table, CSV, JSON, plots) is rewritten after every row. With --require, every BUNDLE row "
+                    "is checked against the budgets and the exit code is 1 when one misses.",
     )
     p.add_argument("bundles", nargs="*", metavar="BUNDLE", help="bundle folders to measure as they are")
     p.add_argument("--teacher", required=True, help="the teacher checkpoint folder")
@@ -16,8 +19,14 @@ def add_parser(sub) -> None:
                         "default: distil one with compress's distillation stage (kept in the work folder for reuse)")
     p.add_argument("--rows", default=None,
                    help="comma-separated built-in rows to measure (default: all; 'none': only the BUNDLEs): "
-                        "teacher-torch, teacher-onnx, student-fp32-ort, student-int8-ort, student-fp32-openvino, "
+                        "teacher-torch, teacher-onnx, peer-onnx-fp32, peer-onnx-int8, peer-openvino-fp32, "
+                        "peer-openvino-int8, student-fp32-ort, student-int8-ort, student-fp32-openvino, "
                         "student-int8-openvino")
+    p.add_argument("--require", default=None, metavar="BUDGETS",
+                   help="budgets every BUNDLE row must meet, comma-separated KEY<=N / KEY>=N over the row keys "
+                        "(results.csv's columns: image_b1_p50_ms, top1, size_mb, python_us, ...) and the derived "
+                        "top1_kept, size_ratio, vs_peer_image_b1, vs_peer_top1_pt, ...; "
+                        'e.g. "image_b1_p50_ms<=5,top1_kept>=0.97"; exit code 1 when one misses')
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", help="the split accuracy is measured on")
@@ -55,17 +64,23 @@ def run(args) -> int:
         distill_epochs=args.distill_epochs, distill_samples=args.distill_samples,
         scaling=args.scaling, reps=QUICK if args.quick else Repetitions(), row_timeout=args.row_timeout,
         repeats=1 if args.quick else args.repeats, retries=0 if args.quick else 2,
-        resume=args.resume,
+        resume=args.resume, require=args.require,
     )
     results = bench(config)
     print(markdown_table(results["rows"]))
     if results.get("student"):
         print(f"\nstudent: {results['student']}")
-    print("\ntargets:")
-    for target in results["targets"]:
-        print("  " + target["line"])
+    for reason in results.get("skipped", []):
+        print(f"skipped: {reason}")
+    if results["budgets"]:
+        print("\nbudgets (--require):")
+        for budget in results["budgets"]:
+            print("  " + budget["line"])
     print("\nwritten: " + ", ".join(results["files"].values()))
     failed = [r["name"] for r in results["rows"] if r.get("status") != "ok"]
     if failed:
         print(f"failed rows: {', '.join(failed)} (see their status and the logs in the work folder)")
-    return 0
+    missed = sum(b["status"] != "pass" for b in results["budgets"])
+    if missed:
+        print(f"{missed} of {len(results['budgets'])} budgets missed")
+    return 1 if missed else 0
