@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from vledge.bench.once import Once
-from vledge.bench.rows import Variant, architecture, count_parameters
+from vledge.bench.rows import Variant, architecture
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ def cut_openvino(xml: Path, folder: Path) -> None:
 
 def peer_rows(shop, teacher_onnx) -> tuple[list[Variant], str | None]:
     """The four peer variants of ``shop``'s teacher, or none and the reason they do not apply."""
+    from vledge.compress import count_parameters
+
     reason = not_hf_clip(shop.teacher_path)
     if reason:
         return [], reason
