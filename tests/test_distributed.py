@@ -142,7 +142,7 @@ def keep_threads():
 def test_two_processes_train_the_model_one_process_trains(two_processes, tmp_path):
     from vledge.models import load_teacher
     from vledge.train.config import TrainConfig
-    from vledge.train.loop import train
+    from vledge.train import train
 
     root, run = two_processes
     one = train(TrainConfig(**TRAIN), tmp_path / "one", progress=False)

@@ -7,7 +7,7 @@ import torch
 from tiny_models import TINY_TEXT
 from vledge.errors import CheckpointError, ConfigError
 from vledge.train.config import TrainConfig
-from vledge.train.loop import train
+from vledge.train import train
 
 TINY = dict(
     data="digits",
