@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from vledge.compress.distill import DistillConfig
+from vledge.compress.distil.config import DistillConfig
 from vledge.compress.prune import PruneConfig
 from vledge.compress.quantize import QuantizeConfig
 from vledge.configs import versioned_fields

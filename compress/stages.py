@@ -58,8 +58,8 @@ def teacher_cache_for(teacher, data, student, distill_config, config: CompressCo
     """The teacher's outputs for one distillation, from ``config.cache_dir`` and filled ahead; None without one."""
     if not config.cache_dir:
         return None
-    from vledge.compress.distill import split_indices
-    from vledge.compress.teacher_cache import TeacherCache
+    from vledge.compress.distil import split_indices
+    from vledge.compress.distil import TeacherCache
 
     cache = TeacherCache(config.cache_dir, teacher, data, spec=student.preprocess, teacher_id=teacher_id,
                          batch_size=distill_config.batch_size)
@@ -68,7 +68,7 @@ def teacher_cache_for(teacher, data, student, distill_config, config: CompressCo
 
 
 def _distill_with_cache(student, teacher, data, distill_config, config: CompressConfig, teacher_id: str | None):
-    from vledge.compress.distill import distill
+    from vledge.compress.distil import distill
 
     cache = teacher_cache_for(teacher, data, student, distill_config, config, teacher_id)
     report = distill(student, teacher, data, distill_config, teacher_forward=cache)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tiny_models import teacher_reference, tiny_dual_encoder
-from vledge.compress.distill import DistillConfig, DistillReport, TeacherOutputs, distill
+from vledge.compress.distil import DistillConfig, DistillReport, TeacherOutputs, distill
 from vledge.compress.students import StudentSpec, build_student
 from vledge.data.base import ImageTextDataset, Subset
 from vledge.errors import ConfigError, DataError

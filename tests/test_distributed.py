@@ -68,9 +68,8 @@ def tiny_teacher(tokenizer_path: str):
 
 def distill_tiny(cache_dir: str, tokenizer_path: str):
     """A tiny ViT student distilled from a tiny ViT teacher (no BatchNorm) on digits, through a teacher cache."""
-    from vledge.compress.distill import DistillConfig, distill
+    from vledge.compress.distil import DistillConfig, TeacherCache, distill
     from vledge.compress.students import StudentSpec, build_student
-    from vledge.compress.teacher_cache import TeacherCache
     from vledge.data import load_dataset
 
     teacher = tiny_teacher(tokenizer_path)

@@ -94,7 +94,8 @@ class Task(Protocol):
         """An epoch's history fields from its mean training losses and its held-out fields."""
 
     def save_best(self, out: Path, history: list[dict]) -> None:
-        """Write the model as the run's best checkpoint into ``out`` (rank 0 only; when the loop has one)."""
+        """Write the model as the run's best checkpoint into ``out`` (rank 0 only). Only a task run with an
+        output folder (``LoopConfig.out``) needs it."""
 
 
 def run_loop(task: Task, config: LoopConfig) -> LoopState:
