@@ -169,6 +169,7 @@ def test_two_processes_distil_the_student_one_process_distils(two_processes):
     assert shards == [f"images-{i:05d}.safetensors" for i in range(6)]  # 1438 images / 256 rows, half by each rank
     assert stats.images_computed == 0 and stats.texts_computed == 0  # the two ranks filled the whole cache
     history = json.loads((root / "two" / "distill_history.json").read_text())
+    assert len(report.history) == len(history) == DISTILL["epochs"]
     for mine, theirs in zip(report.history, history):
         assert abs(mine["train_loss"] - theirs["train_loss"]) < LOSS_TOLERANCE
         assert abs(mine["val_loss"] - theirs["val_loss"]) < LOSS_TOLERANCE
