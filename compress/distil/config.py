@@ -10,6 +10,7 @@ from vledge.errors import ConfigError
 from vledge.registry import did_you_mean
 
 CONFIG_VERSION = 1
+DEFAULT_EPOCHS = 8
 MONITORS = ("loss", "agreement")
 
 
@@ -17,7 +18,10 @@ MONITORS = ("loss", "agreement")
 class DistillConfig:
     """Distillation settings.
 
-    epochs, batch_size, lr, weight_decay, warmup_fraction: AdamW with linear warm-up then cosine decay.
+    epochs: None (the default) runs ``DEFAULT_EPOCHS`` epochs of at least ``min_steps`` optimiser steps in
+        all (an epoch on a small data set makes several shuffled passes over it); a number runs exactly that
+        many single passes.
+    batch_size, lr, weight_decay, warmup_fraction: AdamW with linear warm-up then cosine decay.
     temperature: of the affinity distributions (similarity / temperature).
     affinity_weight, mimic_weight, contrastive_weight: weights of the three loss terms.
     val_fraction: share of the (capped) data held out for early stopping and best-weight selection.
@@ -29,7 +33,8 @@ class DistillConfig:
     seed: data split, shuffling and dropout. num_threads: torch CPU threads while distilling (None: as is).
     """
 
-    epochs: int = 8
+    epochs: int | None = None
+    min_steps: int = 600
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -68,7 +73,8 @@ class DistillConfig:
 
         weights = (self.affinity_weight, self.mimic_weight, self.contrastive_weight)
         return [
-            ("epochs", count(self.epochs, 1), "must be an integer >= 1"),
+            ("epochs", self.epochs is None or count(self.epochs, 1), "must be None or an integer >= 1"),
+            ("min_steps", count(self.min_steps, 0), "must be an integer >= 0"),
             ("batch_size", count(self.batch_size, 2), "must be an integer >= 2 (in-batch losses need pairs)"),
             ("lr", number(self.lr) and self.lr > 0, "must be a positive number"),
             ("weight_decay", at_least_zero(self.weight_decay), "must be >= 0"),

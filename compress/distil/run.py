@@ -25,14 +25,15 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from vledge.compress.distil.config import DistillConfig
-from vledge.compress.distil.held_out import HeldOut, split_indices
+from vledge.compress.distil.config import DEFAULT_EPOCHS, DistillConfig
+from vledge.compress.distil.held_out import HeldOut, chunks, split_indices
 from vledge.compress.distil.task import DistilTask
 from vledge.compress.distil.teacher import Prompts, TeacherForward, TeacherOutputs
 from vledge.data.base import ImageTextDataset
 from vledge.errors import ConfigError, DataError
 from vledge.train import distributed
 from vledge.train.loop import LoopConfig, run_loop
+from vledge.train.schedule import epoch_plan
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,13 @@ def _run(student, teacher, data, config: DistillConfig, teacher_forward: Teacher
     prompts = Prompts(data, teacher, student.device(), teacher_forward)
     held_out = HeldOut(data, val_idx, config, student, teacher_forward) if main else None
     val_images = int(distributed.broadcast_floats([held_out.images if main else 0])[0])
-    task = DistilTask(student, data, train_idx, held_out, prompts, teacher_forward, config)
+    epochs, passes = epoch_plan(config.epochs, len(chunks(train_idx, config.batch_size)), default_epochs=DEFAULT_EPOCHS,
+                                min_steps=config.min_steps)
+    task = DistilTask(student, data, train_idx, held_out, prompts, teacher_forward, config, passes)
+    log.info("distil: %d images (%d held out), up to %d epochs of %d pass%s (%d steps of %d)", len(train_idx),
+             val_images, epochs, passes, "es" if passes > 1 else "", epochs * task.steps_per_epoch, config.batch_size)
     loop = LoopConfig(
-        epochs=config.epochs, warmup_fraction=config.warmup_fraction, lr_floor=0.0,
+        epochs=epochs, warmup_fraction=config.warmup_fraction, lr_floor=0.0,
         higher_is_better=config.monitor == "agreement", min_delta=config.min_delta, patience=config.patience,
         score_start=True, desc="distil", progress=log.isEnabledFor(logging.INFO),
     )

@@ -31,15 +31,17 @@ class TokenMemo:
 class DistilTask:
     """One distillation: ``student`` learns ``teacher_forward``'s outputs on ``train_idx`` of ``data``.
 
-    Rank 0 alone holds the held-out split and the teacher's outputs on it (``held_out`` None elsewhere).
+    Each epoch makes ``passes`` shuffled passes over ``train_idx``. Rank 0 alone holds the held-out split and
+    the teacher's outputs on it (``held_out`` None elsewhere).
     """
 
     def __init__(self, student, data: ImageTextDataset, train_idx: np.ndarray, held_out: HeldOut | None,
-                 prompts: Prompts, teacher_forward: TeacherForward, config: DistillConfig):
+                 prompts: Prompts, teacher_forward: TeacherForward, config: DistillConfig, passes: int = 1):
         self.model, self.data, self.train_idx, self.held_out = student, data, train_idx, held_out
         self.prompts, self.teacher_forward, self.config = prompts, teacher_forward, config
         self.contrastive = bool(data.has_captions and config.contrastive_weight > 0)
-        self.steps_per_epoch = max(1, len(chunks(train_idx, config.batch_size)))
+        self.passes = passes
+        self.steps_per_epoch = max(1, len(chunks(train_idx, config.batch_size))) * passes
         self.metric_key = "val_loss" if config.monitor == "loss" else "val_agreement"
         self.metric_name = "held-out loss" if config.monitor == "loss" else "teacher agreement"
         self.tokenize = TokenMemo(student)
@@ -60,7 +62,8 @@ class DistilTask:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         # The shuffles follow one generator from the run's start: a distillation does not resume mid-way.
-        return chunks(self.rng.permutation(self.train_idx), self.config.batch_size) or [self.train_idx]
+        size = self.config.batch_size
+        return [c for _ in range(self.passes) for c in chunks(self.rng.permutation(self.train_idx), size) or [self.train_idx]]
 
     def decode(self, indices: np.ndarray, epoch: int, step: int) -> Batch:
         return self.data.batch(indices, self.model.preprocess, variant=epoch + 1)

@@ -36,15 +36,18 @@ def val_metric(val: dict) -> float:
 class ClipTrainTask:
     """One CLIP training run: ``model`` trains on ``train_set`` and is scored on ``val_set``.
 
-    ``peft_model`` (with ``base``, the adapted teacher's path) makes the best checkpoint a LoRA adapter.
+    Each epoch makes ``passes`` shuffled passes over ``train_set``. ``peft_model`` (with ``base``, the adapted
+    teacher's path) makes the best checkpoint a LoRA adapter.
     """
 
     def __init__(self, model, train_set: ImageTextDataset, val_set: ImageTextDataset, config: TrainConfig, *,
-                 classes: list[str] | None, templates: list[str], peft_model=None, base: str | None = None):
+                 classes: list[str] | None, templates: list[str], passes: int = 1, peft_model=None,
+                 base: str | None = None):
         self.model, self.train_set, self.val_set, self.config = model, train_set, val_set, config
         self.classes, self.templates = classes, templates
         self.peft_model, self.base = peft_model, base
-        self.steps_per_epoch = len(train_set) // config.batch_size
+        self.steps_per_pass, self.passes = len(train_set) // config.batch_size, passes
+        self.steps_per_epoch = self.steps_per_pass * passes
         self.metric_name = "top-1" if classes else "i2t@1"
         self.generator = torch.Generator().manual_seed(config.seed)
 
@@ -61,8 +64,9 @@ class ClipTrainTask:
     def batches(self, epoch: int) -> list[np.ndarray]:
         seed, size = self.config.seed + epoch, self.config.batch_size
         self.generator.manual_seed(seed)
-        order = np.random.default_rng(seed).permutation(len(self.train_set))
-        return [np.sort(order[step * size : (step + 1) * size]) for step in range(self.steps_per_epoch)]
+        rng = np.random.default_rng(seed)
+        orders = [rng.permutation(len(self.train_set)) for _ in range(self.passes)]
+        return [np.sort(order[step * size : (step + 1) * size]) for order in orders for step in range(self.steps_per_pass)]
 
     def decode(self, indices: np.ndarray, epoch: int, step: int) -> Batch:
         return self.train_set.batch(indices, self.model.preprocess, variant=epoch + step,

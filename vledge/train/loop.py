@@ -114,14 +114,14 @@ def run_loop(task: Task, config: LoopConfig) -> LoopState:
     steps = iter(bar)
     while state.epoch < config.epochs and not state.stopped_early:
         started = time.perf_counter()
-        losses, seen = _train_epoch(task, config, state, encode, (optimizer, scheduler), (steps, bar))
+        losses, seen, taken = _train_epoch(task, config, state, encode, (optimizer, scheduler), (steps, bar))
         train_seconds = time.perf_counter() - started
         task.model.eval()
         metric, fields = task.score()
         state.epoch += 1
         state.epochs_run += 1
         state.history.append({
-            "epoch": state.epoch, **task.entry(losses, fields), "lr": optimizer.param_groups[0]["lr"],
+            "epoch": state.epoch, **task.entry(losses, fields), "steps": taken, "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started, "images_per_second": seen / max(train_seconds, 1e-9),
         })
         _after_epoch(task, config, state, metric, best, (optimizer, scheduler))
@@ -148,11 +148,11 @@ def _start(task: Task, config: LoopConfig, optimizer, scheduler) -> LoopState:
     return state
 
 
-def _train_epoch(task: Task, config: LoopConfig, state: LoopState, encode, optim, progress) -> tuple[dict, int]:
-    """One epoch of steps; returns the item-weighted mean of each loss part and the items trained on."""
+def _train_epoch(task: Task, config: LoopConfig, state: LoopState, encode, optim, progress) -> tuple[dict, int, int]:
+    """One epoch; returns the item-weighted mean of each loss part, the items trained on and the steps taken."""
     optimizer, scheduler = optim
     steps, bar = progress
-    epoch, sums, seen = state.epoch, {}, 0
+    epoch, sums, seen, taken = state.epoch, {}, 0, 0
     batches = task.batches(epoch)
     task.model.train()
 
@@ -173,12 +173,12 @@ def _train_epoch(task: Task, config: LoopConfig, state: LoopState, encode, optim
             torch.nn.utils.clip_grad_norm_([p for p in task.model.parameters() if p.requires_grad], config.clip_grad_norm)
         optimizer.step()
         scheduler.step()
-        seen += len(whole.indices)
+        seen, taken = seen + len(whole.indices), taken + 1
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value * len(whole.indices)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in parts.items()})
-    return {k: v / max(1, seen) for k, v in sums.items()}, seen
+    return {k: v / max(1, seen) for k, v in sums.items()}, seen, taken
 
 
 def _improved(value: float, best: float | None, config: LoopConfig) -> bool:

@@ -16,8 +16,9 @@ from vledge.errors import ConfigError
 from vledge.images import PreprocessSpec
 from vledge.train import distributed
 from vledge.train.clip_task import ClipTrainTask
-from vledge.train.config import TrainConfig
+from vledge.train.config import DEFAULT_EPOCHS, TrainConfig
 from vledge.train.loop import LoopConfig, run_loop
+from vledge.train.schedule import epoch_plan
 from vledge.train.state import prepare_out
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,13 @@ def train(
     distributed.barrier()
     model, peft_model = _model(config, data, base)
     model.to(distributed.device())
+    epochs, passes = epoch_plan(config.epochs, len(train_set) // config.batch_size, default_epochs=DEFAULT_EPOCHS,
+                                min_steps=config.min_steps)
     task = ClipTrainTask(model, train_set, val_set, config, classes=data.classes, templates=list(data.templates),
-                         peft_model=peft_model, base=str(base) if base else None)
-    loop = LoopConfig(epochs=config.epochs, warmup_fraction=config.warmup_fraction, lr_floor=0.02,
+                         passes=passes, peft_model=peft_model, base=str(base) if base else None)
+    log.info("train: %d images, %d epochs of %d pass%s (%d steps of %d)", len(train_set), epochs, passes,
+             "es" if passes > 1 else "", epochs * task.steps_per_epoch, config.batch_size)
+    loop = LoopConfig(epochs=epochs, warmup_fraction=config.warmup_fraction, lr_floor=0.02,
                       clip_grad_norm=1.0, out=out, resume=resume, desc="train", progress=progress)
     state = run_loop(task, loop)
     return TrainReport(
