@@ -34,7 +34,7 @@ class DistillConfig:
     """
 
     epochs: int | None = None
-    min_steps: int = 600
+    min_steps: int = 300
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 0.05

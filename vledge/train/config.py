@@ -37,7 +37,7 @@ class TrainConfig:
     vocab_size: int = 2000
     max_length: int = 32
     epochs: int | None = None
-    min_steps: int = 600
+    min_steps: int = 300
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
