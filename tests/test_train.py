@@ -1,8 +1,6 @@
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from tiny_models import TINY_TEXT
 from vledge.errors import CheckpointError, ConfigError
