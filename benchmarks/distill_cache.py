@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vledge.compress.distill import DistillConfig, TeacherOutputs, distill, split_indices
+from vledge.compress.distil import DistillConfig, TeacherCache, TeacherOutputs, distill, split_indices
 from vledge.compress.students import build_student, default_student
-from vledge.compress.teacher_cache import TeacherCache
 from vledge.data import load_dataset
 from vledge.models import load_teacher
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from vledge.compress.distill import DistillConfig
+from vledge.compress.distil.config import DistillConfig
 from vledge.compress.export.stage import ExportConfig
 from vledge.compress.prune.config import PruneConfig
 from vledge.compress.quantize import QuantizeConfig
@@ -34,7 +34,7 @@ class CompressConfig:
     prune: structured pruning; ratio 0 skips the stage. recovery: distillation after pruning.
     static_batch: the fixed batch of a static-shape target (its own by default); ignored by dynamic targets.
     cache_dir: where the teacher's outputs are cached for distillation (None: no cache); see
-        vledge.compress.teacher_cache. Reused across stages and runs with the same teacher and data.
+        vledge.compress.distil.cache. Reused across stages and runs with the same teacher and data.
     """
 
     target: TargetSpec | str = "cpu"

@@ -1,5 +1,5 @@
 """Stages 1, 2 and 5 as the pipeline runs them, around the algorithms of other rooms: loading the teacher
-(``vledge.models``), the distilled student (``compress.distill``, reused on ``--resume``) and the quantized
+(``vledge.models``), the distilled student (``compress.distil``, reused on ``--resume``) and the quantized
 towers (``compress.quantize``). Each is a function of a model and its own settings, usable alone."""
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ def teacher_cache_for(teacher, data, student, distill_config, cache_dir: str | N
     """The teacher's outputs for one distillation, from ``cache_dir`` and filled ahead; None without one."""
     if not cache_dir:
         return None
-    from vledge.compress.distill import split_indices
-    from vledge.compress.teacher_cache import TeacherCache
+    from vledge.compress.distil import TeacherCache, split_indices
 
     cache = TeacherCache(cache_dir, teacher, data, spec=student.preprocess, teacher_id=teacher_id,
                          batch_size=distill_config.batch_size)
@@ -49,7 +48,7 @@ def teacher_cache_for(teacher, data, student, distill_config, cache_dir: str | N
 
 def distill_with_cache(student, teacher, data, distill_config, cache_dir: str | None, teacher_id: str | None):
     """``distill`` with the teacher's outputs from ``cache_dir`` when given; the report and a cache note."""
-    from vledge.compress.distill import distill
+    from vledge.compress.distil import distill
 
     cache = teacher_cache_for(teacher, data, student, distill_config, cache_dir, teacher_id)
     report = distill(student, teacher, data, distill_config, teacher_forward=cache)

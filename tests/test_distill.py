@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tiny_models import teacher_reference, tiny_dual_encoder
-from vledge.compress.distill import DistillConfig, DistillReport, TeacherOutputs, distill
+from vledge.compress.distil import DistillConfig, DistillReport, TeacherOutputs, distill
 from vledge.compress.students import StudentSpec, build_student
 from vledge.data.base import ImageTextDataset, Subset
 from vledge.errors import ConfigError, DataError
@@ -78,6 +78,8 @@ def test_config_round_trips_through_json():
     ({"batch_size": 1}, "invalid DistillConfig: batch_size must be an integer >= 2"),
     ({"val_fraction": 1.0}, r"invalid DistillConfig: val_fraction must be in \(0, 1\), got 1.0"),
     ({"patience": -1}, "patience must be None or an integer >= 0, got -1"),
+    ({"epochs": 0}, "epochs must be None or an integer >= 1, got 0"),
+    ({"min_steps": -1}, "min_steps must be an integer >= 0, got -1"),
     ({"affinity_weight": 0.0, "mimic_weight": 0.0}, "mimic_weight or affinity_weight must be positive"),
     ({"monitor": "los"}, "monitor must be one of loss, agreement, got 'los'. Did you mean 'loss'\\?"),
 ])
@@ -138,6 +140,12 @@ def test_monitoring_agreement_keeps_the_most_agreeing_epoch(teacher, fashion):
     report = distill(student_for(teacher), teacher, Subset(fashion, range(600)), config)
     agreements = [report.initial["val_agreement"]] + [h["val_agreement"] for h in report.history]
     assert report.best_metric == max(agreements) and report.monitor == "agreement"
+
+
+def test_by_default_a_small_data_set_gets_min_steps_in_several_passes_an_epoch(teacher, fashion):
+    config = DistillConfig(patience=None, min_steps=17, **FAST)  # 240 training images: two steps a pass
+    report = distill(student_for(teacher), teacher, Subset(fashion, range(300)), config)
+    assert [h["steps"] for h in report.history] == [4] * 8  # the default 8 epochs, of two passes each
 
 
 def test_max_samples_caps_training_images(teacher, fashion):

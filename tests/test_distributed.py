@@ -68,9 +68,8 @@ def tiny_teacher(tokenizer_path: str):
 
 def distill_tiny(cache_dir: str, tokenizer_path: str):
     """A tiny ViT student distilled from a tiny ViT teacher (no BatchNorm) on digits, through a teacher cache."""
-    from vledge.compress.distill import DistillConfig, distill
+    from vledge.compress.distil import DistillConfig, TeacherCache, distill
     from vledge.compress.students import StudentSpec, build_student
-    from vledge.compress.teacher_cache import TeacherCache
     from vledge.data import load_dataset
 
     teacher = tiny_teacher(tokenizer_path)
@@ -142,7 +141,7 @@ def keep_threads():
 def test_two_processes_train_the_model_one_process_trains(two_processes, tmp_path):
     from vledge.models import load_teacher
     from vledge.train.config import TrainConfig
-    from vledge.train.loop import train
+    from vledge.train import train
 
     root, run = two_processes
     one = train(TrainConfig(**TRAIN), tmp_path / "one", progress=False)
@@ -170,6 +169,7 @@ def test_two_processes_distil_the_student_one_process_distils(two_processes):
     assert shards == [f"images-{i:05d}.safetensors" for i in range(6)]  # 1438 images / 256 rows, half by each rank
     assert stats.images_computed == 0 and stats.texts_computed == 0  # the two ranks filled the whole cache
     history = json.loads((root / "two" / "distill_history.json").read_text())
+    assert len(report.history) == len(history) == DISTILL["epochs"]
     for mine, theirs in zip(report.history, history):
         assert abs(mine["train_loss"] - theirs["train_loss"]) < LOSS_TOLERANCE
         assert abs(mine["val_loss"] - theirs["val_loss"]) < LOSS_TOLERANCE

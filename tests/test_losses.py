@@ -4,13 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vledge.train.losses import (
-    affinity_distillation_loss,
-    class_ce_loss,
-    contrastive_loss,
-    embedding_mimic_loss,
-    joint_loss,
-)
+from vledge.compress.distil.losses import affinity_distillation_loss, embedding_mimic_loss
+from vledge.train.losses import class_ce_loss, contrastive_loss, joint_loss
 
 
 def test_contrastive_loss_matches_hand_computation():

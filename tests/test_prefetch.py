@@ -18,9 +18,13 @@ def test_the_next_item_is_made_while_the_caller_holds_the_current_one():
             second_started.set()
         return i
 
+    seen, ready_while_holding_first = [], None
     for i, _ in prefetched(make, range(3)):
+        seen.append(i)
         if i == 0:  # without prefetching, item 1 would only be made after this body returns
-            assert second_started.wait(timeout=10)
+            ready_while_holding_first = second_started.wait(timeout=10)
+    assert seen == [0, 1, 2]
+    assert ready_while_holding_first is True
 
 
 def test_an_error_is_raised_at_its_item_after_the_earlier_items():

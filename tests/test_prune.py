@@ -225,7 +225,7 @@ def test_the_strongest_units_and_heads_survive(criterion):
 
 
 def test_recovery_steps_reduce_the_embedding_error():
-    from vledge.train.losses import embedding_mimic_loss
+    from vledge.compress.distil.losses import embedding_mimic_loss
 
     original = tiny_resnet_bert()
     _randomise_batchnorm_(original)

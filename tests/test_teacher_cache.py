@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from tiny_models import teacher_reference, tiny_dual_encoder
-from vledge.compress import teacher_cache
-from vledge.compress.distill import DistillConfig, distill
+from vledge.compress.distil import DistillConfig, TeacherCache, cache_files, distill
 from vledge.compress.students import StudentSpec, build_student
-from vledge.compress.teacher_cache import TeacherCache
 from vledge.data import load_dataset
 from vledge.data.base import Subset
 from vledge.images import PreprocessSpec
@@ -154,14 +152,14 @@ def test_truncated_or_corrupt_files_are_rebuilt(tmp_path, teacher, digits, caplo
 
 
 def test_an_interrupted_build_leaves_no_half_shard(tmp_path, teacher, digits, monkeypatch):
-    real_replace = teacher_cache.os.replace
+    real_replace = cache_files.os.replace
 
     def interrupted(src, dst):
         if str(dst).endswith("images-00002.safetensors"):
             raise KeyboardInterrupt  # killed between writing the temporary file and renaming it
         real_replace(src, dst)
 
-    monkeypatch.setattr(teacher_cache.os, "replace", interrupted)
+    monkeypatch.setattr(cache_files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         open_cache(tmp_path, teacher, digits).build()
     monkeypatch.undo()

@@ -1,13 +1,11 @@
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from tiny_models import TINY_TEXT
 from vledge.errors import CheckpointError, ConfigError
 from vledge.train.config import TrainConfig
-from vledge.train.loop import train
+from vledge.train import train
 
 TINY = dict(
     data="digits",
@@ -29,6 +27,9 @@ def test_train_config_round_trips_and_validates(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config.to_dict()))
     assert TrainConfig.from_file(path) == config
+    assert TrainConfig.from_dict(TrainConfig(**TINY).to_dict()).epochs is None  # the default: as min_steps needs
+    with pytest.raises(ConfigError, match="min_steps must be non-negative"):
+        TrainConfig(min_steps=-1)
     with pytest.raises(ConfigError, match="batch_size must be at least 2"):
         TrainConfig(batch_size=1)
     with pytest.raises(ConfigError, match="TrainConfig: unknown key 'learning_rate'. Known: data, data_dir"):
@@ -81,3 +82,20 @@ def test_existing_output_is_refused_without_resume_or_overwrite(trained):
 def test_resume_without_state_is_a_named_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot resume: .* holds no training state"):
         train(TrainConfig(**TINY, epochs=1), tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_epoch_plan_honours_explicit_epochs_and_scales_the_default():
+    from vledge.train.schedule import epoch_plan
+
+    assert epoch_plan(2, 5, default_epochs=3, min_steps=600) == (2, 1)
+    assert epoch_plan(None, 222, default_epochs=3, min_steps=600) == (3, 1)  # Fashion-MNIST: one pass an epoch
+    assert epoch_plan(None, 5, default_epochs=3, min_steps=600) == (3, 40)  # digits: 40 passes an epoch
+
+
+def test_by_default_a_small_data_set_gets_min_steps_in_several_passes_an_epoch(tmp_path):
+    from vledge.data import load_dataset
+    from vledge.data.base import split
+
+    steps_per_pass = len(split(load_dataset("digits", "train"), TINY["val_fraction"], 0)[0]) // TINY["batch_size"]
+    report = train(TrainConfig(**TINY, min_steps=3 * steps_per_pass + 1), tmp_path / "run", progress=False)
+    assert [h["steps"] for h in report.history] == [2 * steps_per_pass] * 3

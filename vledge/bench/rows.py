@@ -129,7 +129,7 @@ class Workshop:
         config = self.config("cpu")
         key = stage_key(model_fingerprint(teacher), config.data, config.student, config.distill.to_dict(), config.seed)
         log.info("bench: the student: reused from %s if an earlier run distilled it with these settings, else "
-                 "distilled now (compress's distill stage, %d epochs of up to %s images)", self.work / "student",
+                 "distilled now (compress's distill stage, %s epochs (None: the default plan) of up to %s images)", self.work / "student",
                  config.distill.epochs, config.distill.max_samples)
         student, record, reused = distilled_student(teacher, self.train_data(), config.distill, student=config.student,
                                                     seed=config.seed, work=WorkDir(self.work / "student"), key=key)

@@ -60,7 +60,7 @@ def build_config(args):
 
 def run(args) -> int:
     from vledge.train.distributed import is_main
-    from vledge.train.loop import train
+    from vledge.train import train
 
     report = train(build_config(args), args.out, base=args.base, resume=args.resume, overwrite=args.overwrite)
     if not is_main():  # under torchrun only rank 0 reports

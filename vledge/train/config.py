@@ -10,6 +10,7 @@ from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
 
 CONFIG_VERSION = 1
+DEFAULT_EPOCHS = 3
 
 DEMO_IMAGE_TOWER = {"arch": "resnet18", "stem": "small"}
 DEMO_TEXT_TOWER = {"arch": "bert", "hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
@@ -20,7 +21,9 @@ class TrainConfig:
     """Joint training of a dual encoder: ``L = L_ce + λ·L_contrastive``.
 
     The defaults are the Fashion-MNIST demo teacher (resnet18 + 4-layer BERT), sized to train in
-    under ten minutes on two CPU cores.
+    under ten minutes on two CPU cores. ``epochs`` None (the default) trains ``DEFAULT_EPOCHS`` epochs of
+    at least ``min_steps`` optimiser steps in all: an epoch on a small data set makes several shuffled
+    passes over it. An explicit ``epochs`` runs exactly that many single passes.
     """
 
     data: str = "fashion-mnist"
@@ -33,7 +36,8 @@ class TrainConfig:
     std: tuple[float, float, float] | None = None
     vocab_size: int = 2000
     max_length: int = 32
-    epochs: int = 3
+    epochs: int | None = None
+    min_steps: int = 300
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -48,7 +52,8 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = [
-            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.epochs is None or self.epochs >= 1, "epochs must be at least 1 (or None: enough for min_steps)"),
+            (self.min_steps >= 0, "min_steps must be non-negative"),
             (self.batch_size >= 2, "batch_size must be at least 2 (the contrastive loss needs negatives)"),
             (self.lr > 0, "lr must be positive"),
             (self.weight_decay >= 0, "weight_decay must be non-negative"),

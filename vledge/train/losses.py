@@ -1,4 +1,5 @@
-"""The joint training and distillation losses, each a small pure function over embeddings or logits."""
+"""The losses of `vledge train`, each a small pure function over embeddings or logits (the distillation
+losses live with the distil stage, in :mod:`vledge.compress.distil.losses`)."""
 
 from __future__ import annotations
 
@@ -37,24 +38,3 @@ def joint_loss(
         parts["ce"] = float(l_ce.detach())
         loss = loss + l_ce
     return loss, parts
-
-
-def affinity_distillation_loss(
-    student_image: torch.Tensor,
-    student_text: torch.Tensor,
-    teacher_image: torch.Tensor,
-    teacher_text: torch.Tensor,
-    temperature: float = 0.05,
-) -> torch.Tensor:
-    """In-batch affinity mimicking (TinyCLIP / CLIP-KD): KL from the teacher's image->text and text->image
-    similarity distributions to the student's, all embeddings L2-normalised."""
-    s = student_image @ student_text.t() / temperature
-    t = teacher_image @ teacher_text.t() / temperature
-    i2t = F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), reduction="batchmean", log_target=True)
-    t2i = F.kl_div(F.log_softmax(s.t(), dim=1), F.log_softmax(t.t(), dim=1), reduction="batchmean", log_target=True)
-    return 0.5 * (i2t + t2i)
-
-
-def embedding_mimic_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """1 - cosine between normalised student and teacher embeddings in the shared space."""
-    return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()

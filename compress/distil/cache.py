@@ -27,148 +27,35 @@ shards it owns (shard number modulo world size) and rank 0 the texts.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vledge.data.base import Batch, ImageTextDataset, Subset
+from vledge.compress.distil.cache_files import (
+    CACHE_FORMAT,
+    CacheStats,
+    Unusable,
+    data_fingerprint,
+    distill_texts,
+    pixel_checksums,
+    read_cache_file,
+    write_cache_file,
+)
+from vledge.data.base import Batch, ImageTextDataset
 from vledge.images import PreprocessSpec
 from vledge.progress import progress_bar
 from vledge.train import distributed
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: vectorised pixel checksums
 SHARD_ROWS = 4096
-PROBE_VALUES = 16384  # pixel values hashed per image: all of a small image, an even sample of a large one
 MAX_DIRTY_SHARDS = 8  # filled lazily, shards are written once this many wait in memory
-_DTYPES = {"F32": np.float32, "U64": np.uint64, "U8": np.uint8, "I64": np.int64}
-
-
-class _Unusable(Exception):
-    """A cache file that must not be read: why, in words."""
-
-
-@dataclass
-class CacheStats:
-    """What a cache served and what it had to compute."""
-
-    image_hits: int = 0
-    images_computed: int = 0
-    stale_rows: int = 0  # rows stored for other pixels than the batch's, recomputed
-    text_hits: int = 0
-    texts_computed: int = 0
-    shards_rebuilt: int = 0  # shard files that failed their checks
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        extra = f", {self.stale_rows} stale rows" if self.stale_rows else ""
-        extra += f", {self.shards_rebuilt} shards rebuilt" if self.shards_rebuilt else ""
-        return (f"images {self.image_hits} cached / {self.images_computed} computed, "
-                f"texts {self.text_hits} cached / {self.texts_computed} computed{extra}")
-
-
-def data_fingerprint(data: ImageTextDataset, spec: PreprocessSpec) -> dict:
-    """What identifies a data set's images and texts as the teacher sees them."""
-    fingerprint = {
-        "source": data.describe(), "kind": type(data).__name__, "size": len(data),
-        "classes": list(data.classes or []), "templates": list(data.templates),
-        "has_captions": bool(data.has_captions), "preprocess": spec.to_dict(),
-    }
-    if isinstance(data, Subset):
-        fingerprint["base"] = data_fingerprint(data.base, spec)
-        fingerprint["indices"] = hashlib.sha256(np.ascontiguousarray(data.indices, np.int64).tobytes()).hexdigest()
-    return fingerprint
-
-
-def distill_texts(data: ImageTextDataset, indices) -> list[str]:
-    """The texts distillation asks the teacher about: the class prompts and every caption variant."""
-    prompts = [t.format(c) for c in data.classes for t in data.templates] if data.classes else []
-    variants = len(data.templates) if data.classes and not data.has_captions else 1
-    captions = (data.caption(int(i), v) for v in range(variants) for i in indices)
-    return list(dict.fromkeys([*prompts, *captions]))
-
-
-def pixel_checksums(pixels: np.ndarray) -> np.ndarray:
-    """A 64-bit checksum per preprocessed image (never 0, which marks a row not computed).
-
-    A weighted sum of the float32 bit patterns modulo 2**64, one odd weight per position: any single changed
-    value changes it. Not cryptographic (it guards against changed files, not adversaries), but one integer
-    matrix product for the whole batch, a quarter of the time of hashing each row with blake2b.
-    """
-    flat = np.ascontiguousarray(pixels, dtype=np.float32).reshape(len(pixels), -1)
-    probe = flat[:, :: max(1, flat.shape[1] // PROBE_VALUES)].view(np.uint32).astype(np.uint64)
-    shape = int.from_bytes(hashlib.blake2b(repr(pixels.shape[1:]).encode(), digest_size=8).digest(), "little")
-    return _mix(probe @ _position_weights(probe.shape[1]) + np.uint64(shape)) | np.uint64(1)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@functools.lru_cache(maxsize=8)
-def _position_weights(n: int) -> np.ndarray:
-    return _mix(np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-
-
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(arrays[name]).data)
-    return digest.hexdigest()
-
-
-def _read(path: Path, key: str, verify: bool = True) -> dict[str, np.ndarray]:
-    """The arrays of one safetensors cache file, memory-mapped; raises _Unusable with the reason."""
-    size = path.stat().st_size
-    try:
-        with open(path, "rb") as fh:
-            length = int.from_bytes(fh.read(8), "little")
-            if length <= 0 or 8 + length > size:
-                raise _Unusable(f"header of {length} bytes in a file of {size}")
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError) as exc:
-        raise _Unusable(f"unreadable header ({exc})") from None
-    meta = header.pop("__metadata__", {})
-    if meta.get("key") != key:
-        raise _Unusable("built for another teacher, data set or cache format")
-    arrays = {}
-    for name, info in header.items():
-        start, end = info["data_offsets"]
-        if 8 + length + end > size:
-            raise _Unusable(f"truncated: {name} needs {8 + length + end} bytes, the file has {size}")
-        shape, dtype = tuple(info["shape"]), _DTYPES[info["dtype"]]
-        arrays[name] = (np.memmap(path, dtype, "r", offset=8 + length + start, shape=shape)
-                        if end > start else np.zeros(shape, dtype))
-    if verify and _digest(arrays) != meta.get("sha256"):
-        raise _Unusable("contents do not match their sha256")
-    return arrays
-
-
-def _write(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write to a temporary file, flush it to disk, then rename it into place."""
-    from safetensors.numpy import save_file
-
-    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(arrays, str(tmp), metadata={"key": key, "sha256": _digest(arrays), "format": str(CACHE_FORMAT)})
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -228,7 +115,7 @@ class TeacherCache:
     # --- the TeacherForward interface
 
     def __call__(self, batch: Batch, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The teacher's embeddings of ``batch``'s images and of ``texts``, as :class:`~vledge.compress.distill.TeacherOutputs` gives."""
+        """The teacher's embeddings of ``batch``'s images and of ``texts``, as :class:`~vledge.compress.distil.teacher.TeacherOutputs` gives."""
         return torch.from_numpy(self.images(batch)), self.encode_texts(texts)
 
     def images(self, batch: Batch) -> np.ndarray:
@@ -343,12 +230,12 @@ class TeacherCache:
         path = self._path(number)
         if path.is_file():
             try:
-                arrays = _read(path, self.key, verify)
+                arrays = read_cache_file(path, self.key, verify)
                 embeddings, checksums = arrays["embeddings"], arrays["checksums"]
                 if embeddings.shape != (self.shard_rows, self.embed_dim) or checksums.shape != (self.shard_rows,):
-                    raise _Unusable(f"arrays of shape {embeddings.shape} and {checksums.shape}")
+                    raise Unusable(f"arrays of shape {embeddings.shape} and {checksums.shape}")
                 return _Shard(embeddings, checksums)
-            except (_Unusable, KeyError) as exc:
+            except (Unusable, KeyError) as exc:
                 self.stats.shards_rebuilt += 1
                 log.warning("teacher cache: %s is unusable (%s): rebuilding it", path, exc)
         return _Shard(np.zeros((self.shard_rows, self.embed_dim), np.float32), np.zeros(self.shard_rows, np.uint64))
@@ -369,7 +256,7 @@ class TeacherCache:
         shard = self._shards.get(number)
         if shard is None or not shard.dirty:
             return
-        _write(self._path(number), self.key, {"embeddings": shard.embeddings, "checksums": shard.checksums})
+        write_cache_file(self._path(number), self.key, {"embeddings": shard.embeddings, "checksums": shard.checksums})
         self._shards[number] = self._load_shard(number, verify=False)  # back to a memory map
 
     # --- texts
@@ -381,14 +268,14 @@ class TeacherCache:
             path = self.folder / "texts.safetensors"
             if path.is_file():
                 try:
-                    arrays = _read(path, self.key)
+                    arrays = read_cache_file(path, self.key)
                     blob, offsets = bytes(arrays["utf8"]), arrays["offsets"]
                     texts = [blob[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)]
                     if arrays["embeddings"].shape != (len(texts), self.embed_dim):
-                        raise _Unusable(f"{len(texts)} texts but embeddings of shape {arrays['embeddings'].shape}")
+                        raise Unusable(f"{len(texts)} texts but embeddings of shape {arrays['embeddings'].shape}")
                     self._text_stored = arrays["embeddings"]
                     self._text_rows = {t: i for i, t in enumerate(texts)}
-                except (_Unusable, KeyError, UnicodeDecodeError) as exc:
+                except (Unusable, KeyError, UnicodeDecodeError) as exc:
                     self.stats.shards_rebuilt += 1
                     log.warning("teacher cache: %s is unusable (%s): rebuilding it", path, exc)
         return self._text_rows
@@ -403,6 +290,6 @@ class TeacherCache:
             "embeddings": np.concatenate([np.asarray(self._text_stored), np.stack(self._text_new)]),
             "utf8": np.frombuffer(b"".join(encoded), np.uint8), "offsets": offsets,
         }
-        _write(self.folder / "texts.safetensors", self.key, arrays)
+        write_cache_file(self.folder / "texts.safetensors", self.key, arrays)
         self._text_rows = None
         self._texts()
