@@ -18,7 +18,8 @@ from vledge.bench import report as reports
 from vledge.bench.budgets import add_derived, check_budgets
 from vledge.bench.config import BenchConfig
 from vledge.bench.measure import count_macs, folder_bytes
-from vledge.bench.rows import TEACHER_TORCH, Variant, Workshop, variants
+from vledge.bench.rows import TEACHER_TORCH, Variant, Workshop
+from vledge.bench.variants import variants
 
 log = logging.getLogger(__name__)
 
