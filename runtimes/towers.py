@@ -9,7 +9,6 @@ Where every tower shares a placement, one runtime runs both, as before.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import IO, TYPE_CHECKING, Any, Sequence
 
-from vledge.version import __version__
+from vledge.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from vledge.compress.pipeline import CompressReport
