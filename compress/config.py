@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vledge.compress.distill import DistillConfig
 from vledge.compress.prune import PruneConfig
-from vledge.compress.quantize import QuantizeConfig
+from vledge.compress.quantize import SchemeConfig, config_for_target
 from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
 from vledge.targets import get_target
@@ -34,6 +34,7 @@ class CompressConfig:
         0.02 is two points) against the teacher on held-out data, else the run fails.
     eval_samples: held-out images used by the gate (None: the whole held-out split).
     prune: structured pruning; ratio 0 skips the stage. recovery: distillation after pruning.
+    quantize: the config of the target's quantization scheme (None: its defaults; a dict: its settings).
     static_batch: fixes every input shape (NPU); None keeps the batch dynamic.
     cache_dir: where the teacher's outputs are cached for distillation (None: no cache); see
         vledge.compress.teacher_cache. Reused across stages and runs with the same teacher and data.
@@ -46,7 +47,7 @@ class CompressConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(ratio=0.0))
     recovery: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=2, patience=None, max_samples=10000))
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    quantize: SchemeConfig | dict | None = None
     tolerance: float = 0.02
     eval_samples: int | None = None
     static_batch: int | None = None
@@ -54,7 +55,8 @@ class CompressConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        get_target(self.target)  # "did you mean" on a bad name
+        target = get_target(self.target)  # "did you mean" on a bad name
+        self.quantize = config_for_target(target.quantization, self.quantize)
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"tolerance is a fraction of top-1 in [0, 1) (0.02 = two points), got {self.tolerance!r}")
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -72,7 +74,7 @@ class CompressConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "CompressConfig":
         data = versioned_fields(cls, data, CONFIG_VERSION)
-        parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig, "quantize": QuantizeConfig}
+        parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig}
         for key, kind in parsers.items():
             if isinstance(data.get(key), dict):
                 data[key] = kind.from_dict(data[key])

@@ -187,14 +187,13 @@ def tower_files(folder: Path, spec: TowerSpec) -> list[Path]:
 
 
 def quantize_towers_for_target(student, train_data, exported: Exported, config: CompressConfig, folder: Path) -> Quantized:
-    from vledge.compress.calibration import CalibrationData
-    from vledge.compress.quantize import quantize_tower
+    from vledge.compress.quantize import CalibrationData, quantize
 
-    scheme = get_target(config.target).quantization
+    scheme = config.quantize.scheme
     calibration = CalibrationData.from_dataset(student, train_data, n=config.quantize.calibration_samples, seed=config.seed)
     towers = {}
     for kind in KINDS:
-        spec = quantize_tower(exported.paths[kind], kind, scheme, calibration, folder, config.quantize)
+        spec = quantize(exported.paths[kind], kind, config.quantize, calibration, folder)
         towers[kind] = (spec, tower_files(folder, spec))
     methods = ", ".join(f"{k} {s.precision} {s.quantization.get('method', '')}".rstrip() for k, (s, _) in towers.items())
     return Quantized(towers, f"{scheme}: {methods}")
