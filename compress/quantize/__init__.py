@@ -22,6 +22,8 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
     for config in schemes().values():
         if config.__name__ == name:
             return config

@@ -44,7 +44,7 @@ class SchemeConfig:
 
     def __post_init__(self):
         check_positive(self, "calibration_samples")
-        self.keep_fp32 = check_names(self, "keep_fp32", self.keep_fp32, allow_empty=True)
+        self.keep_fp32 = check_names(self, "keep_fp32", self.keep_fp32, nullable=False)
 
     def to_dict(self) -> dict:
         return {"scheme": self.scheme, "version": CONFIG_VERSION, **asdict(self)}
@@ -94,14 +94,15 @@ def check_bool(config, name: str) -> None:
         raise ConfigError(f"{type(config).__name__}.{name} must be true or false, got {getattr(config, name)!r}")
 
 
-def check_names(config, name: str, value, allow_empty: bool = False) -> list[str] | None:
-    """A list of non-empty strings (None passes where the field allows a default)."""
+def check_names(config, name: str, value, nullable: bool) -> list[str] | None:
+    """A list of non-empty strings. A ``nullable`` field takes None for its default and refuses an empty
+    list (which would quantize nothing); the others take an empty list and refuse None."""
     where = f"{type(config).__name__}.{name}"
-    if value is None and not allow_empty:
+    if value is None and nullable:
         return None
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where} must be a list of names, got {value!r}")
-    if not value and not allow_empty:
+    if not value and nullable:
         raise ConfigError(f"{where} is empty: give op types such as ['MatMul'], or null for the default")
     return list(value)
 
@@ -129,10 +130,10 @@ def schemes() -> dict[str, type[SchemeConfig]]:
     """Every scheme name with its config type, after importing this package's modules once."""
     global _discovered
     if not _discovered:
-        _discovered = True
         package = importlib.import_module("vledge.compress.quantize")
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package.__name__}.{module.name}")
+        _discovered = True
     return dict(SCHEMES.items())
 
 

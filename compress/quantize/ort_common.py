@@ -56,8 +56,8 @@ class OrtConfig(SchemeConfig):
         super().__post_init__()
         check_positive(self, "calibration_batch")
         check_bool(self, "per_channel")
-        self.image_op_types = check_names(self, "image_op_types", self.image_op_types)
-        self.text_op_types = check_names(self, "text_op_types", self.text_op_types)
+        self.image_op_types = check_names(self, "image_op_types", self.image_op_types, nullable=True)
+        self.text_op_types = check_names(self, "text_op_types", self.text_op_types, nullable=True)
 
     def op_types(self, kind: str) -> list[str] | None:
         return self.image_op_types if kind == "image" else self.text_op_types
