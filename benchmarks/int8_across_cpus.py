@@ -34,9 +34,8 @@ VARIANTS = {
 
 def build():
     import torch
-    from vledge.compress.calibration import CalibrationData
     from vledge.compress.export import export_onnx
-    from vledge.compress.quantize import QuantizeConfig, quantize_tower
+    from vledge.compress.quantize import CalibrationData, default_config, quantize
     from vledge.data.fashion_mnist import FashionMNIST
     from vledge.models.checkpoint import load_dual_encoder
 
@@ -47,9 +46,9 @@ def build():
     WORK.mkdir(parents=True, exist_ok=True)
     export_onnx(model, "image", WORK / "fp32.onnx")
     calibration = CalibrationData.from_dataset(model, FashionMNIST("train"), 128, seed=0)
-    spec = quantize_tower(WORK / "fp32.onnx", "image", "ort-cpu", calibration, WORK, QuantizeConfig(weight_bits=8))
+    spec = quantize(WORK / "fp32.onnx", "image", default_config("ort-cpu", weight_bits=8), calibration, WORK)
     u8u8(calibration)
-    ov = quantize_tower(WORK / "fp32.onnx", "image", "nncf", calibration, WORK / "ov", QuantizeConfig(weight_bits=8))
+    ov = quantize(WORK / "fp32.onnx", "image", default_config("nncf", weight_bits=8), calibration, WORK / "ov")
     classes, templates = model.labels["classes"], model.labels["templates"]
     per_prompt = model.embed_texts([t.format(c) for c in classes for t in templates]).reshape(len(classes), len(templates), -1)
     text = per_prompt.mean(1)
@@ -64,14 +63,14 @@ def u8u8(calibration):
     """The same static QOperator graph with uint8 weights: exact on every CPU, through other kernels."""
     from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
-    from vledge.compress.quantize import QuantizeConfig
-    from vledge.compress.quantize_ort import CONV_STATIC_OPS, _calibrate, _prepared, _quantize
+    from vledge.compress.quantize import default_config
+    from vledge.compress.quantize.ort_common import CONV_STATIC_OPS, _calibrate, _prepared, _quantize
 
     qconfig = AutoQuantizationConfig.avx2(is_static=True, per_channel=True, operators_to_quantize=CONV_STATIC_OPS)
     qconfig.format, qconfig.mode = QuantFormat.QOperator, QuantizationMode.QLinearOps
     qconfig.weights_dtype, qconfig.weights_symmetric = QuantType.QUInt8, False
     with _prepared(WORK / "fp32.onnx") as prepared:
-        ranges, _ = _calibrate(prepared, "image", calibration, CONV_STATIC_OPS, QuantizeConfig(), symmetric=False)
+        ranges, _ = _calibrate(prepared, "image", calibration, CONV_STATIC_OPS, default_config("ort-cpu"), symmetric=False)
         _quantize(prepared, qconfig, ranges, WORK / "u8u8.onnx")
 
 

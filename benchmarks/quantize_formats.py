@@ -1,6 +1,6 @@
 """Latency (ms, median, 2 threads) and cosine to FP32 of each INT8 format, ORT and OpenVINO, on a student-size pair.
 
-The measurement behind the per-tower format choices of the ort-cpu scheme (compress/quantize_ort.py).
+The measurement behind the per-tower format choices of the ort-cpu scheme (compress/quantize/ort_cpu.py).
 Knobs at the top. Run from the repository root:
     .venv/bin/python benchmarks/quantize_formats.py [image_arch]     (REPS=20 for a quick look)
 """
@@ -23,9 +23,8 @@ from tiny_models import TINY_PREPROCESS, tiny_tokenizer
 from vledge.data.fashion_mnist import FashionMNIST
 from vledge.models.factory import build_dual_encoder
 from vledge.compress.export import export_onnx
-from vledge.compress.calibration import CalibrationData
-from vledge.compress.quantize import QuantizeConfig, quantize_tower
 from vledge.compress.export import export_openvino
+from vledge.compress.quantize import CalibrationData, default_config, quantize
 
 torch.manual_seed(0)
 image_cfg = {"arch": IMAGE} if IMAGE != "resnet18" else {"arch": "resnet18", "stem": "small"}
@@ -51,23 +50,23 @@ for k, p in fp32.items():
     export_openvino(p, k, OUT / f"fp32_{k}.xml")
 
 variants = {}  # name -> {kind: (runtime, path)}
-def add(name, scheme, cfg=QuantizeConfig(), runtime="ort"):
+def add(name, scheme, runtime="ort", **settings):
     variants[name] = {}
     for k in ("image", "text"):
-        spec = quantize_tower(fp32[k], k, scheme, calib, OUT / name, cfg)
+        spec = quantize(fp32[k], k, default_config(scheme, **settings), calib, OUT / name)
         variants[name][k] = (runtime, OUT / name / spec.file)
 variants["ORT FP32"] = {k: ("ort", p) for k, p in fp32.items()}
 add("ORT ort-cpu default (auto)", "ort-cpu")
-add("ORT static QOperator, weight ops", "ort-cpu", QuantizeConfig(ort_cpu_format={"image": "static", "text": "static"}, image_op_types=["Conv", "MatMul", "Gemm"]))
-add("ORT static QOperator, +Add/Mul/Pool", "ort-cpu", QuantizeConfig(ort_cpu_format={"image": "static", "text": "static"}, image_op_types=["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"]))
-add("ORT static QOperator, all ops", "ort-cpu", QuantizeConfig(ort_cpu_format={"image": "static", "text": "static"}, image_op_types=list(QLinearOpsRegistry), text_op_types=list(QLinearOpsRegistry)))
-add("ORT dynamic", "ort-cpu", QuantizeConfig(ort_cpu_format={"image": "dynamic", "text": "dynamic"}))
+add("ORT static QOperator, weight ops", "ort-cpu", ort_cpu_format={"image": "static", "text": "static"}, image_op_types=["Conv", "MatMul", "Gemm"])
+add("ORT static QOperator, +Add/Mul/Pool", "ort-cpu", ort_cpu_format={"image": "static", "text": "static"}, image_op_types=["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"])
+add("ORT static QOperator, all ops", "ort-cpu", ort_cpu_format={"image": "static", "text": "static"}, image_op_types=list(QLinearOpsRegistry), text_op_types=list(QLinearOpsRegistry))
+add("ORT dynamic", "ort-cpu", ort_cpu_format={"image": "dynamic", "text": "dynamic"})
 add("ORT static QDQ (tensorrt)", "ort-tensorrt")
 add("ORT FP16 (cuda file on CPU)", "fp16")
 variants["OV FP32"] = {k: ("ov", OUT / f"fp32_{k}.xml") for k in ("image", "text")}
 add("OV NNCF mixed", "nncf", runtime="ov")
 add("OV NNCF symmetric", "nncf-symmetric", runtime="ov")
-add("OV weights-only INT8", "nncf", QuantizeConfig(weights_only=True), runtime="ov")
+add("OV weights-only INT8", "nncf", runtime="ov", weights_only=True)
 
 core = ov.Core()
 def session(runtime, path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from vledge.compress.distil.config import DistillConfig
 from vledge.compress.export.stage import ExportConfig
 from vledge.compress.prune.config import PruneConfig
-from vledge.compress.quantize import QuantizeConfig
+from vledge.compress.quantize import SchemeConfig, config_for_target
 from vledge.compress.verify.config import GateConfig
 from vledge.configs import versioned_fields
 from vledge.errors import ConfigError
@@ -32,6 +32,7 @@ class CompressConfig:
         0.02 is two points) against the teacher on held-out data, else the run fails.
     eval_samples: held-out images used by the gate (None: the whole held-out split).
     prune: structured pruning; ratio 0 skips the stage. recovery: distillation after pruning.
+    quantize: the config of the target's quantization scheme (None: its defaults; a dict: its settings).
     static_batch: the fixed batch of a static-shape target (its own by default); ignored by dynamic targets.
     cache_dir: where the teacher's outputs are cached for distillation (None: no cache); see
         vledge.compress.distil.cache. Reused across stages and runs with the same teacher and data.
@@ -44,7 +45,7 @@ class CompressConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(ratio=0.0))
     recovery: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=2, patience=None, max_samples=10000))
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    quantize: SchemeConfig | dict | None = None
     tolerance: float = 0.02
     eval_samples: int | None = None
     static_batch: int | None = None
@@ -53,6 +54,7 @@ class CompressConfig:
 
     def __post_init__(self):
         self.target = as_target(self.target)  # "did you mean" on a bad name
+        self.quantize = config_for_target(self.target.quantization, self.quantize)
         if self.static_batch is not None and self.static_batch < 1:
             raise ConfigError(f"static_batch must be positive or None, got {self.static_batch!r}")
         self.gate_config()  # checks tolerance and eval_samples
@@ -77,7 +79,7 @@ class CompressConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "CompressConfig":
         data = versioned_fields(cls, data, CONFIG_VERSION)
-        parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig, "quantize": QuantizeConfig}
+        parsers = {"distill": DistillConfig, "recovery": DistillConfig, "prune": PruneConfig}
         for key, kind in parsers.items():
             if isinstance(data.get(key), dict):
                 data[key] = kind.from_dict(data[key])

@@ -209,8 +209,8 @@ def _edge_stages(teacher_model, student, train_data, held_out, config: CompressC
     rec.add("export", exported.summary, t, details={"parity": exported.parity})
 
     t = time.perf_counter()
-    quantized = stages.quantized_towers(student, train_data, exported, work.start("quantize"), config.target.quantization,
-                                        config.quantize, config.seed)
+    quantized = stages.quantized_towers(student, train_data, exported, work.start("quantize"), config.quantize,
+                                        config.seed)
     rec.add("quantize", quantized.summary, t, details={"towers": {k: s.quantization for k, (s, _) in quantized.towers.items()}})
 
     t = time.perf_counter()

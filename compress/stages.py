@@ -98,16 +98,15 @@ class Quantized:
     summary: str
 
 
-def quantized_towers(model, train_data, exported: Exported, folder: Path, scheme: str, config, seed: int = 0) -> Quantized:
-    """Stage 5: both exported towers quantized with ``scheme`` (the target's) and ``config`` (a
-    ``QuantizeConfig``), calibrated on ``train_data``."""
-    from vledge.compress.calibration import CalibrationData
-    from vledge.compress.quantize import quantize_tower
+def quantized_towers(model, train_data, exported: Exported, folder: Path, config, seed: int = 0) -> Quantized:
+    """Stage 5: both exported towers quantized with ``config`` (the target scheme's config, e.g. an
+    ``OrtCpuConfig``), calibrated on ``train_data``."""
+    from vledge.compress.quantize import CalibrationData, quantize
 
     calibration = CalibrationData.from_dataset(model, train_data, n=config.calibration_samples, seed=seed)
     towers = {}
     for kind in KINDS:
-        spec = quantize_tower(exported.paths[kind], kind, scheme, calibration, folder, config)
+        spec = quantize(exported.paths[kind], kind, config, calibration, folder)
         towers[kind] = (spec, tower_files(folder, spec))
     methods = ", ".join(f"{k} {s.precision} {s.quantization.get('method', '')}".rstrip() for k, (s, _) in towers.items())
-    return Quantized(towers, f"{scheme}: {methods}")
+    return Quantized(towers, f"{config.scheme}: {methods}")

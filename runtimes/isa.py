@@ -44,5 +44,5 @@ def choose_tower_file(kind: str, spec: TowerSpec, on_cpu: bool, strict: bool, cp
                            warning=f"{reason}; running its integer ops in float (slower, same results)")
     return TowerChoice(spec.file, warning=(
         f"{reason}, and the bundle has no fallback for it: its embeddings may be wrong here. "
-        "Re-compress with QuantizeConfig.weight_bits=7 (the default), which needs nothing"
+        "Re-compress with the quantize config's weight_bits=7 (the default), which needs nothing"
     ))

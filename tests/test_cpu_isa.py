@@ -16,9 +16,8 @@ from onnx import numpy_helper
 import vledge
 from vledge.bundle import TowerSpec
 from vledge.bundle_files import read_manifest
-from vledge.compress.calibration import CalibrationData
-from vledge.compress.quantize import QuantizeConfig, quantize_tower
 from vledge.compress.export import tower_files
+from vledge.compress.quantize import CalibrationData, default_config, quantize
 from vledge.cpu import CpuInfo, host_cpu, parse_cpuinfo
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import BackendUnavailableError, ConfigError
@@ -45,11 +44,12 @@ def test_cpuinfo_is_parsed_for_x86_and_arm():
     assert not x86.has("avx10") and x86.missing(["avx10"]) == ["avx10"]  # an unknown requirement is never met
 
 
-def test_weight_bits_is_validated():
-    assert QuantizeConfig().weight_bits == 7
+@pytest.mark.parametrize("scheme,name", [("ort-cpu", "OrtCpuConfig"), ("nncf", "NncfCpuConfig")])
+def test_weight_bits_is_validated(scheme, name):
+    assert default_config(scheme).weight_bits == 7
     for bad in (6, 8.0, True, "7"):
-        with pytest.raises(ConfigError, match=r"QuantizeConfig\.weight_bits must be 7 \(exact on every CPU\) or 8"):
-            QuantizeConfig(weight_bits=bad)
+        with pytest.raises(ConfigError, match=rf"{name}\.weight_bits must be 7 \(exact on every CPU\) or 8"):
+            default_config(scheme, weight_bits=bad)
 
 
 def test_a_tower_spec_written_before_requirements_is_read_as_needing_vnni():
@@ -91,7 +91,7 @@ def int8_weights(path):
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_ort_cpu_default_weights_are_7_bit_and_need_nothing(calibration, tmp_path, kind):
     spec, (fp32,) = exported_towers()[kind]
-    q = quantize_tower(fp32, kind, "ort-cpu", calibration, tmp_path)
+    q = quantize(fp32, kind, default_config("ort-cpu"), calibration, tmp_path)
     weights = int8_weights(tmp_path / q.file)
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
     assert q.requires_isa == [] and q.fallback is None and q.quantization["weight_bits"] == 7
@@ -101,7 +101,7 @@ def test_ort_cpu_default_weights_are_7_bit_and_need_nothing(calibration, tmp_pat
 @needs_data
 def test_ort_cpu_8_bit_weights_record_vnni_and_carry_a_7_bit_fallback(calibration, tmp_path):
     spec, (fp32,) = exported_towers()["image"]
-    q = quantize_tower(fp32, "image", "ort-cpu", calibration, tmp_path, QuantizeConfig(weight_bits=8))
+    q = quantize(fp32, "image", default_config("ort-cpu", weight_bits=8), calibration, tmp_path)
     assert q.requires_isa == ["vnni"] and q.fallback["file"] == "image_encoder.7bit.onnx"
     assert max(int(np.abs(w.astype(int)).max()) for w in int8_weights(tmp_path / q.file)) > 64
     assert max(int(np.abs(w.astype(int)).max()) for w in int8_weights(tmp_path / q.fallback["file"])) <= 64
@@ -112,16 +112,17 @@ def test_ort_cpu_8_bit_weights_record_vnni_and_carry_a_7_bit_fallback(calibratio
 @needs_data
 def test_tensorrt_towers_keep_8_bits_and_fall_back_to_float_qdq_on_a_cpu(calibration, tmp_path):
     spec, (fp32,) = exported_towers()["text"]
-    q = quantize_tower(fp32, "text", "ort-tensorrt", calibration, tmp_path)
+    q = quantize(fp32, "text", default_config("ort-tensorrt"), calibration, tmp_path)
     assert q.quantization["weight_bits"] == 8 and q.requires_isa == ["vnni"] and q.fallback["float_qdq"] is True
     assert q.quantization["cosine_to_fp32"]["min"] >= 0.999  # checked with integer ops in float: any CPU
 
 
-def quantized_bundle(out, calibration, scheme, target, config=None, openvino=False):
+def quantized_bundle(out, calibration, scheme, target, **settings):
     fp32 = exported_towers()
     towers = {}
     for kind in ("image", "text"):
-        spec = quantize_tower(fp32[kind][1][0], kind, scheme, calibration, out.parent / f"q-{out.name}", config)
+        config = default_config(scheme, **settings)
+        spec = quantize(fp32[kind][1][0], kind, config, calibration, out.parent / f"q-{out.name}")
         towers[kind] = (spec, tower_files(out.parent / f"q-{out.name}", spec))
     return build_bundle(out, target=target, towers=towers)
 
@@ -137,7 +138,7 @@ def cosines(a, b):
 ])
 def test_a_bundle_verified_on_a_vnni_cpu_loads_its_fallback_on_an_avx2_one(
         calibration, tmp_path, monkeypatch, caplog, scheme, target, run_file):
-    bundle = quantized_bundle(tmp_path / "b", calibration, scheme, target, QuantizeConfig(weight_bits=8))
+    bundle = quantized_bundle(tmp_path / "b", calibration, scheme, target, weight_bits=8)
     manifest = read_manifest(bundle)
     assert manifest.towers["image"].fallback["file"] == run_file and run_file in manifest.files
     images = list(FashionMNIST("test").pixels[:16])
@@ -166,7 +167,7 @@ def test_a_bundle_verified_on_a_vnni_cpu_loads_its_fallback_on_an_avx2_one(
 
 @needs_data
 def test_a_jetson_bundle_on_an_avx2_cpu_runs_its_qdq_graph_in_float(calibration, tmp_path, monkeypatch):
-    from vledge.compress.quantize import ort_runner
+    from vledge.compress.quantize.tools import ort_runner
 
     bundle = quantized_bundle(tmp_path / "j", calibration, "ort-tensorrt", "jetson")
     monkeypatch.setattr("vledge.runtimes.isa.host_cpu", lambda: AVX2_ONLY)

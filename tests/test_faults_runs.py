@@ -196,7 +196,7 @@ def test_full_disk_while_writing_the_bundle_keeps_the_work_and_resume_finishes(t
     assert (tmp_path / "out.work" / "distill" / "done.json").is_file()
 
     monkeypatch.undo()  # space freed
-    with caplog.at_level(logging.WARNING, logger="vledge.compress.calibration"):
+    with caplog.at_level(logging.WARNING, logger="vledge.compress.quantize.calibration"):
         report = compress(teacher, out=out, config=config, resume=True)
     assert report.passed and [s.name for s in report.stages if s.reused] == ["distill"]
     assert leftovers(out) == ["out"] and manifest(out)["config"]["quantize"]["calibration_samples"] == 2000

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vledge.compress.calibration import CalibrationData
 from vledge.compress.export import export_onnx
 from vledge.compress.export import count_ov_ops, export_openvino
-from vledge.compress.quantize import QuantizeConfig, quantize_tower
+from vledge.compress.quantize import CalibrationData, default_config, quantize
 from vledge.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from vledge.errors import ConfigError
 
@@ -106,7 +105,7 @@ def test_static_text_needs_a_sequence_length(towers, tmp_path):
     ("text", 0.999, 0.999),  # 1.0000 / 0.9999
 ])
 def test_nncf_quantizes_and_stays_close(towers, tmp_path, kind, mean_cos, min_cos):
-    spec = quantize_tower(towers.onnx[kind], kind, "nncf", towers.calibration, tmp_path)
+    spec = quantize(towers.onnx[kind], kind, default_config("nncf"), towers.calibration, tmp_path)
     ops = read_ops(tmp_path / spec.file)
     assert ops.get("FakeQuantize", 0) > 0 and ops.get("Constant:i8", 0) > 0, ops
     assert (spec.file, spec.format, spec.precision) == (f"{kind}_encoder.xml", "openvino", "int8")
@@ -122,7 +121,7 @@ def test_nncf_quantizes_and_stays_close(towers, tmp_path, kind, mean_cos, min_co
 def test_nncf_symmetric_on_a_static_ir_keeps_it_static(towers, tmp_path):
     static = tmp_path / "static"
     export_openvino(towers.onnx["text"], "text", static / "text.xml", static_batch=1, static_seq=SEQ)
-    spec = quantize_tower(static / "text.xml", "text", "nncf-symmetric", towers.calibration, tmp_path)
+    spec = quantize(static / "text.xml", "text", default_config("nncf-symmetric"), towers.calibration, tmp_path)
     assert spec.static and [t.shape for t in spec.inputs] == [[1, SEQ], [1, SEQ]]
     q = spec.quantization
     assert (q["preset"], q["target_device"], q["activations"]) == ("performance", "NPU", "int8 symmetric")
@@ -134,8 +133,8 @@ def test_nncf_symmetric_on_a_static_ir_keeps_it_static(towers, tmp_path):
 
 
 def test_weights_only_fallback_and_keep_fp32(towers, tmp_path):
-    config = QuantizeConfig(weights_only=True, keep_fp32=["/proj/MatMul"])
-    spec = quantize_tower(towers.onnx["text"], "text", "nncf", None, tmp_path, config)
+    config = default_config("nncf", weights_only=True, keep_fp32=["/proj/MatMul"])
+    spec = quantize(towers.onnx["text"], "text", config, None, tmp_path)
     ops = read_ops(tmp_path / spec.file)
     assert "FakeQuantize" not in ops and ops.get("Constant:u8", 0) > 0
     model = core().read_model(str(tmp_path / spec.file))
@@ -151,4 +150,4 @@ def test_weights_only_fallback_and_keep_fp32(towers, tmp_path):
 
 def test_keep_fp32_unknown_name_is_an_error(towers, tmp_path):
     with pytest.raises(ConfigError, match=r"keep_fp32 names '/nope/MatMul', which is not a node of the text tower \(text\.onnx\)"):
-        quantize_tower(towers.onnx["text"], "text", "nncf", None, tmp_path, QuantizeConfig(weights_only=True, keep_fp32=["/nope/MatMul"]))
+        quantize(towers.onnx["text"], "text", default_config("nncf", weights_only=True, keep_fp32=["/nope/MatMul"]), None, tmp_path)

@@ -31,8 +31,8 @@ def measure_quantized_teacher(teacher, train_data, held_out, config: "CompressCo
     target = config.target
     log.info("verify failed: measuring the teacher itself quantized for %s, to offer it", target.name)
     exported = export_towers(teacher, held_out, work.start("teacher-export"), config.export_config())
-    quantized = quantized_towers(teacher, train_data, exported, work.start("teacher-quantize"), target.quantization,
-                                 config.quantize, config.seed)
+    quantized = quantized_towers(teacher, train_data, exported, work.start("teacher-quantize"), config.quantize,
+                                 config.seed)
     edge = candidate_bundle(work.path("teacher-candidate"), teacher, quantized.towers, target)
     result = evaluate(RuntimeEmbedder(edge), held_out, max_samples=config.eval_samples).to_dict()
     metric = failed.metric

@@ -196,7 +196,7 @@ class Workshop:
 
         config = self.config(target)
         quantized = quantized_towers(self.student(), self.train_data(), self.exported(), self._fresh(f"student-{target}"),
-                                     config.target.quantization, config.quantize, config.seed)
+                                     config.quantize, config.seed)
         return self._write(f"student-{target}-int8", self.student(), quantized.towers, target)
 
 

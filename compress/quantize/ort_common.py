@@ -1,4 +1,4 @@
-"""ONNX Runtime INT8 schemes through Optimum's ``ORTQuantizer``: ``ort-cpu`` and ``ort-tensorrt``.
+"""What the ONNX Runtime INT8 schemes (``ort_cpu``, ``ort_tensorrt``) share, through Optimum's ``ORTQuantizer``.
 
 Calibration uses Optimum's ``CalibrationConfig.create_calibrator`` fed by our own
 ``CalibrationDataReader``: Optimum's ``fit`` wraps every sample in a list, which cannot carry padded
@@ -12,114 +12,66 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from vledge.compress.quantize import (
-    QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, has_attention, onnx_tower_spec, ort_runner,
-    output_path, record_cosine, require_calibration, require_onnx, static_input_shape,
+from vledge.compress.quantize.base import SchemeConfig, check_bool, check_names, check_positive
+from vledge.compress.quantize.tools import (
+    count_ops, has_attention, onnx_tower_spec, ort_runner, output_path, record_cosine, require_calibration,
+    static_input_shape,
 )
-from vledge.cpu import VNNI, host_cpu
+from vledge.cpu import VNNI
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-# The ort-cpu format per tower kind when QuantizeConfig.ort_cpu_format says "auto". Measured on a
-# student-size pair (resnet18 at 28 px, BERT 2x256), 2 threads, best of 150 on a shared host, ms at
-# batch 1 / 8: image static 1.23 / 2.56, FP32 1.85 / 5.69, dynamic 7.1 / 39 (ConvInteger is slow);
-# text dynamic 0.73 / 1.78, static 0.67 / 2.04, FP32 1.25 / 3.53; text cosine to FP32 0.9999+ for both.
-ORT_CPU_DEFAULT = {
-    "image": ("static", "static QOperator U8S8 measured fastest on image towers; "
-                        "dynamic INT8 convolutions ran 4-12x slower than FP32"),
-    "text": ("dynamic", "dynamic INT8 measured within 0.1 ms of static on text towers at batch 1 and faster at 8, "
-                        "as accurate, and needs no calibration"),
-}
-# Image-tower op types when QuantizeConfig gives none. Conv towers also quantize Add/Mul/pooling, so
+# Image-tower op types when a config gives none. Conv towers also quantize Add/Mul/pooling, so
 # residual chains stay INT8 (resnet18: 0.9905 cosine and fastest); towers with attention keep the
 # weight ops only, as text towers do: quantizing their Add/Mul took a tiny ViT from 0.999 to 0.97.
 CONV_STATIC_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "GlobalAveragePool", "Relu", "MaxPool"]
 WEIGHT_OPS = ["Conv", "MatMul", "Gemm"]
-# Text towers: products with weights, and the token embedding table (INT8 storage, dequantized after the
-# lookup): on a tiny CLIP text tower 162 -> 110 KB at the same cosine to FP32 (0.9995).
-TEXT_OPS = ["MatMul", "Gather"]
 QUANTIZED_OPS = (
     "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
     "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
 )
 
 
-def default_cpu_preset() -> str:
-    """Optimum's CPU preset when ``QuantizeConfig.cpu_preset`` is ``auto``: U8S8 (``avx512_vnni``, or
-    ``arm64`` on ARM) whatever the compressing machine has, so a bundle does not depend on where it was
-    made. Optimum's ``avx2`` preset is U8U8: on the demo teacher's image tower it ran 2x slower at batch
-    8 and still lost accuracy on an AVX2-only CPU (worst cosine 0.943); 7-bit U8S8 weights kept 0.9988.
+@dataclass
+class OrtConfig(SchemeConfig):
+    """Settings of both ONNX Runtime schemes (on top of ``SchemeConfig``'s).
+
+    - ``calibration_batch``: batch size of the calibration feeds (static-shape towers use their own).
+    - ``per_channel``: per-output-channel weight scales.
+    - ``image_op_types``: ONNX op types quantized in image towers (None: the scheme's default).
+    - ``text_op_types``: the same for text towers (None: the scheme's default). Static INT8 over every
+      op type wrecked text towers (cosine 0.2-0.3 to FP32) and MatMul alone kept 0.9995.
     """
-    return "arm64" if host_cpu().is_arm else "avx512_vnni"
+
+    calibration_batch: int = 8
+    per_channel: bool = True
+    image_op_types: list[str] | None = None
+    text_op_types: list[str] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "calibration_batch")
+        check_bool(self, "per_channel")
+        self.image_op_types = check_names(self, "image_op_types", self.image_op_types, nullable=True)
+        self.text_op_types = check_names(self, "text_op_types", self.text_op_types, nullable=True)
+
+    def op_types(self, kind: str) -> list[str] | None:
+        return self.image_op_types if kind == "image" else self.text_op_types
 
 
-@QUANTIZERS.register("ort-cpu")
-def quantize_ort_cpu(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
-    """INT8 for ONNX Runtime CPU: static QOperator or dynamic, per tower kind (see ``ORT_CPU_DEFAULT``)."""
-    from onnxruntime.quantization import QuantFormat, QuantizationMode
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    require_onnx(onnx_path, "ort-cpu")
-    fmt, reason = ORT_CPU_DEFAULT[kind]
-    if config.ort_cpu_format[kind] != "auto":
-        fmt, reason = config.ort_cpu_format[kind], f"set by QuantizeConfig.ort_cpu_format[{kind!r}]"
-    static = fmt == "static"
-    preset = default_cpu_preset() if config.cpu_preset == "auto" else config.cpu_preset
-    ops = config.op_types(kind) or _default_ops(onnx_path, kind, static)
-    exclude = check_keep_fp32(onnx_path, kind, config)
-    fp32_products = [] if static else activation_matmuls(onnx_path)
-    qconfig = getattr(AutoQuantizationConfig, preset)(
-        is_static=static, per_channel=config.per_channel,
-        nodes_to_exclude=exclude + [n for n in fp32_products if n not in exclude], operators_to_quantize=list(ops),
-    )
-    if static:
-        # QOperator, not Optimum's static default QDQ: on ORT CPU, QDQ ran 3x slower than FP32.
-        qconfig.format, qconfig.mode = QuantFormat.QOperator, QuantizationMode.QLinearOps
-    details = {"method": fmt, "preset": preset, "reason": reason}
-    if fp32_products:
-        details["fp32_activation_matmuls"] = len(fp32_products)
-    return _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-cpu", details, calibrate=static,
-                weight_bits=config.weight_bits)
-
-
-@QUANTIZERS.register("ort-tensorrt")
-def quantize_ort_tensorrt(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
-    """Static INT8 for TensorRT: symmetric activations and weights, per-channel, QDQ (Optimum's preset).
-
-    The graph also runs on ONNX Runtime CPU (the end of the jetson fallback chain), about 3x slower
-    than FP32 there.
-    """
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    require_onnx(onnx_path, "ort-tensorrt")
-    # TensorRT's INT8 path is for products; its embedding lookups stay in float.
-    ops = config.op_types(kind) or (["MatMul"] if kind == "text" else WEIGHT_OPS)
-    qconfig = AutoQuantizationConfig.tensorrt(
-        per_channel=config.per_channel, nodes_to_exclude=check_keep_fp32(onnx_path, kind, config),
-        operators_to_quantize=list(ops),
-    )
-    details = {"method": "static", "preset": "tensorrt",
-               "reason": "TensorRT builds INT8 engines from symmetric per-channel QDQ graphs"}
-    spec = _run(onnx_path, kind, calibration, out_dir, config, qconfig, "ort-tensorrt", details, calibrate=True,
-                weight_bits=8, float_qdq=True)
-    # TensorRT sums INT8 products exactly; ONNX Runtime CPU, the end of the jetson chain, needs VNNI
-    # for that, and without it runs the same graph with its integer ops in float.
-    return dataclasses.replace(spec, requires_isa=[VNNI], fallback={
-        "float_qdq": True, "reason": "8-bit QDQ graph: integer kernels without VNNI would saturate",
-    })
-
-
-def _run(onnx_path, kind, calibration, out_dir, config, qconfig, scheme, details, calibrate: bool,
-         weight_bits: int, float_qdq: bool = False):
+def run_quantizer(onnx_path, kind, calibration, out_dir, config: OrtConfig, qconfig, details, calibrate: bool,
+                  weight_bits: int, float_qdq: bool = False):
     """Pre-process, calibrate (static only), quantize, then check the result against FP32.
 
     ``weight_bits`` 8 also writes a 7-bit copy of the tower, the fallback of CPUs without VNNI (same
     calibration). ``float_qdq`` checks the result with its integer ops run in float, as exactly as
     TensorRT computes them, on any CPU.
     """
+    scheme = config.scheme
     if calibrate:
         calibration = require_calibration(calibration, kind, scheme)
     out = output_path(out_dir, kind, ".onnx")
@@ -169,15 +121,6 @@ def activation_matmuls(onnx_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not constants & set(n.input)]
 
 
-def _default_ops(onnx_path: Path, kind: str, static: bool) -> list[str]:
-    """Op types when QuantizeConfig gives none for this tower kind (see CONV_STATIC_OPS)."""
-    if kind == "text":
-        return TEXT_OPS
-    if not static:
-        return ["Conv", "MatMul"]
-    return WEIGHT_OPS if has_attention(count_ops(onnx_path)) else CONV_STATIC_OPS
-
-
 @contextlib.contextmanager
 def _prepared(onnx_path: Path):
     """ONNX Runtime's recommended pre-processing (shape inference, basic graph optimisation) in a scratch
@@ -199,7 +142,7 @@ def _prepared(onnx_path: Path):
         yield prepared
 
 
-def _calibrate(onnx_path: Path, kind: str, calibration, ops, config: QuantizeConfig, symmetric: bool):
+def _calibrate(onnx_path: Path, kind: str, calibration, ops, config: OrtConfig, symmetric: bool):
     """Activation ranges from MinMax calibration over the tower's calibration batches."""
     from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime.configuration import CalibrationConfig
@@ -238,7 +181,7 @@ def _quantize(onnx_path: Path, qconfig, ranges, out: Path) -> Path:
     return out
 
 
-def _describe(qconfig, scheme: str, config: QuantizeConfig) -> dict:
+def _describe(qconfig, scheme: str, config: OrtConfig) -> dict:
     return {
         "scheme": scheme,
         "format": qconfig.format.name,

@@ -7,19 +7,29 @@ arrays as for FP32, and the file still runs on ONNX Runtime CPU (the cuda target
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from vledge.compress.quantize import (
-    QUANTIZERS, QuantizeConfig, check_keep_fp32, count_ops, onnx_tower_spec, ort_runner, output_path, record_cosine,
-    require_onnx, static_input_shape,
+from vledge.compress.quantize.base import SchemeConfig, register
+from vledge.compress.quantize.tools import (
+    check_keep_fp32, count_ops, onnx_tower_spec, ort_runner, output_path, record_cosine, require_onnx,
+    static_input_shape,
 )
 from vledge.errors import ExportError
 
 log = logging.getLogger(__name__)
 
 
-@QUANTIZERS.register("fp16")
-def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
+@dataclass
+class Fp16Config(SchemeConfig):
+    """``fp16`` settings: ``SchemeConfig``'s (``keep_fp32`` nodes stay float32; calibration samples only
+    feed the in-sample cosine record)."""
+
+    scheme = "fp16"
+
+
+@register(Fp16Config)
+def quantize_fp16(onnx_path: Path, kind: str, calibration, out_dir: Path, config: Fp16Config):
     """Convert float32 initializers and ops to float16, except ``config.keep_fp32`` nodes."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16

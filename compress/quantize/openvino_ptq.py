@@ -1,8 +1,8 @@
-"""OpenVINO INT8 schemes through NNCF: ``nncf`` (intel-cpu) and ``nncf-symmetric`` (intel-npu).
+"""What the OpenVINO INT8 schemes through NNCF share: ``nncf`` (intel-cpu) and ``nncf-symmetric`` (intel-npu).
 
 The tower is converted to IR with the shapes of its source: export the ONNX with static shapes (or
 pass an IR made by ``export_openvino(..., static_batch=...)``) for the NPU, and calibration batches
-follow those shapes. ``QuantizeConfig.weights_only`` falls back to INT8 weight compression without
+follow those shapes. ``weights_only`` falls back to INT8 weight compression without
 activation quantization, for towers whose accuracy post-training quantization cannot keep.
 """
 
@@ -10,34 +10,46 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from vledge.compress.export.to_openvino import convert_onnx, count_ov_ops, save_openvino
-from vledge.compress.quantize import (
-    QUANTIZERS, QuantizeConfig, has_attention, output_path, record_cosine, require_calibration,
-)
+from vledge.compress.quantize.base import SchemeConfig, check_bool, check_positive
+from vledge.compress.quantize.tools import has_attention, output_path, record_cosine, require_calibration
 from vledge.cpu import VNNI
 from vledge.errors import ConfigError, ExportError
 
 log = logging.getLogger(__name__)
 
 
-@QUANTIZERS.register("nncf")
-def quantize_nncf(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
-    """NNCF post-training INT8 for OpenVINO CPU: the mixed preset (asymmetric activations)."""
-    return _quantize(onnx_path, kind, calibration, out_dir, config, scheme="nncf", symmetric=False)
+@dataclass
+class NncfConfig(SchemeConfig):
+    """Settings of the NNCF schemes (on top of ``SchemeConfig``'s).
+
+    - ``calibration_batch``: batch size of the calibration feeds (static-shape towers use their own).
+    - ``weights_only``: INT8 weight compression without activation quantization.
+    - ``weight_bits``: 7 (default, NNCF's overflow fix) keeps integer towers exact on every x86 CPU; 8
+      needs VNNI or AMX, so such a tower records ``requires_isa`` and the bundle carries a 7-bit copy.
+    """
+
+    calibration_batch: int = 8
+    weights_only: bool = False
+    weight_bits: int = 7
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(self, "calibration_batch")
+        check_bool(self, "weights_only")
+        if type(self.weight_bits) is not int or self.weight_bits not in (7, 8):
+            raise ConfigError(f"{type(self).__name__}.weight_bits must be 7 (exact on every CPU) or 8 (needs VNNI/AMX "
+                              f"on x86), got {self.weight_bits!r}")
 
 
-@QUANTIZERS.register("nncf-symmetric")
-def quantize_nncf_symmetric(onnx_path: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig):
-    """NNCF post-training INT8 for the NPU: symmetric activations and weights (performance preset)."""
-    return _quantize(onnx_path, kind, calibration, out_dir, config, scheme="nncf-symmetric", symmetric=True)
-
-
-def _quantize(source: Path, kind: str, calibration, out_dir: Path, config: QuantizeConfig, scheme: str,
-              symmetric: bool):
+def quantize_openvino(source: Path, kind: str, calibration, out_dir: Path, config: NncfConfig, symmetric: bool):
+    """NNCF post-training INT8 (or weight compression) of one tower, saved as IR in ``out_dir``."""
     import openvino as ov
 
+    scheme = config.scheme
     model = ov.Core().read_model(str(source)) if source.suffix == ".xml" else convert_onnx(source, kind)
     reference = ov_runner(model) if calibration is not None else None
     ignored = _ov_names(model, source, config.keep_fp32, kind) if config.keep_fp32 else None
@@ -74,11 +86,11 @@ def _compress_weights(model, kind: str, symmetric: bool, ignored, details: dict)
         raise ExportError(f"NNCF weight compression of the {kind} tower failed: {type(exc).__name__}: {exc}") from exc
     # Weights are decompressed to float before use: no integer kernels, nothing a CPU must have.
     details.update(method="weights-only", weights=mode.value,
-                   reason="set by QuantizeConfig.weights_only: INT8 weights, float activations")
+                   reason="set by weights_only: INT8 weights, float activations")
     return model
 
 
-def _static(model, kind: str, calibration, config: QuantizeConfig, symmetric: bool, ignored, details: dict,
+def _static(model, kind: str, calibration, config: NncfConfig, symmetric: bool, ignored, details: dict,
             weight_bits: int):
     """NNCF post-training quantization; 7-bit weights through NNCF's overflow fix on every layer."""
     import nncf
@@ -152,7 +164,7 @@ def _ov_names(model, source: Path, names: list[str], kind: str) -> list[str]:
         ]
         if not matches:
             raise ConfigError(
-                f"QuantizeConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({source.name})"
+                f"NncfConfig.keep_fp32 names {name!r}, which is not a node of the {kind} tower ({source.name})"
             )
         found += matches
     return sorted(set(found))
