@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 import pytest
 
 import vledge
-from vledge.bundle import read_manifest
+from vledge.bundle_files import read_manifest
 from vledge.compress import quantize as q
 from vledge.compress.config import CompressConfig, resolve_config
 from vledge.errors import ConfigError
