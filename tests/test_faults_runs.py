@@ -153,9 +153,9 @@ def test_unwritable_work_dir_and_report_are_refused_before_any_work(teacher, tmp
     with pytest.raises(OutputError, match=rf"cannot write to {blocker}/work \(Not a directory\); choose a writable --work-dir"):
         compress(teacher, out=tmp_path / "out", config=resolve_config("cpu", overrides=SHORT), work_dir=blocker / "work")
     assert main(["compress", "--teacher", str(teacher), "--target", "cpu", "--out", str(tmp_path / "out"),
-                 "--report", str(blocker / "report.json")]) == 2
+                 "--json", str(blocker / "report.json")]) == 2
     err = capsys.readouterr().err
-    assert f"vledge compress: error: cannot write to {blocker}: it is a file, not a folder; choose a writable --report" in err
+    assert f"vledge compress: error: cannot write to {blocker}: it is a file, not a folder; choose a writable --json" in err
     assert leftovers(tmp_path / "out") == []
 
 

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                         "teacher-torch, teacher-onnx, student-fp32-ort, student-int8-ort, student-fp32-openvino, "
                         "student-int8-openvino")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (Fashion-MNIST IDX files)")
     p.add_argument("--split", default="test", help="the split accuracy is measured on")
     p.add_argument("--out", default="bench-report", help="report folder (results.json/.csv, report.md, PNG plots)")
     p.add_argument("--work-dir", default=None, help="exported variants, the distilled student, logs (default: OUT/work)")
