@@ -90,7 +90,7 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
         raise
     read_manifest(root, verify=True)  # what was written is a bundle that verifies
     seconds = round(time.perf_counter() - start, 3)
-    log.info("compiled %d labels x %d templates into %s in %.2f s", len(names), len(templates), root, seconds)
+    log.debug("compiled %d labels x %d templates into %s in %.2f s", len(names), len(templates), root, seconds)
     return {"names": names, "templates": templates, "seconds": seconds}
 
 
