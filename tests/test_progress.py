@@ -112,3 +112,14 @@ def test_the_heartbeat_reports_while_one_item_is_slow():
         time.sleep(0.01)
     beat.stop()
     assert len(lines) >= 2 and lines[1].startswith("distil: 0/4 steps (0%)")
+
+
+def test_a_consumer_that_takes_each_step_without_asking_past_the_last_gets_done(monkeypatch, caplog):
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.INFO, logger="vledge.progress"):
+        steps = iter(progress_bar(range(3), desc="epoch 1/3"))
+        for _ in range(3):  # the training loop's pattern: next(steps, None) at the start of each step
+            next(steps, None)
+        steps.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "vledge.progress"]
+    assert messages[-1].startswith("epoch 1/3: done, 3 steps in ") and len(messages) == 2

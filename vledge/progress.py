@@ -44,14 +44,20 @@ def progress_bar(items: Iterable[T], *, desc: str = "", total: int | None = None
 def _plain(items: Iterable[T], progress: "PlainProgress") -> Iterator[T]:
     progress.start()
     heartbeat = Heartbeat(progress)
+    handed = 0
     try:
         for item in items:
+            handed += 1
             yield item
             progress.advance()
         progress.finish()
-    finally:  # the consumer stopped early (early stopping, an error) or the iteration ended
+    finally:
         heartbeat.stop()
-        progress.close()
+        # A consumer that calls next() once per step never asks past the last item: all handed out is done.
+        if progress.total is not None and handed >= progress.total:
+            progress.done = progress.total
+            progress.finish()
+        progress.close()  # else it stopped early (early stopping, an error)
 
 
 def _clock(seconds: float) -> str:
