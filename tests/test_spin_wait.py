@@ -40,3 +40,11 @@ def test_onnx_runtime_sessions_do_not_spin(tmp_path):
     assert set(sessions) == {"image", "text"}
     for session in sessions.values():
         assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_importing_vledge_sets_it_too_so_the_python_api_does_not_spin():
+    script = "import os, sys, vledge; import torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PASSIVE"

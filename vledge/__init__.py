@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from vledge.spin_wait import prefer_passive_waits as _prefer_passive_waits
+
+_prefer_passive_waits()  # before torch loads, unless the user chose a policy; see vledge/spin_wait.py
+
 
 def load(path, device: str = "auto", strict: bool = False, backend: str | None = None, *, trusted_keys=None,
          manifest_sha256: str | None = None, **options):
