@@ -69,7 +69,7 @@ def test_tick_without_progress_reports_that_no_estimate_exists_yet():
 def test_unknown_total_counts_only():
     lines, _ = run_steps([11.0], None)
     assert lines[0] == "distil: started, steps until done"
-    assert lines[1].startswith("distil: 1 steps, ")
+    assert lines[1].startswith("distil: 1 step, ")
 
 
 def test_a_consumer_that_stops_early_gets_a_stopped_line(monkeypatch, caplog):
@@ -92,6 +92,14 @@ def test_without_a_terminal_every_item_comes_through_with_start_and_end_lines(mo
     messages = [r.getMessage() for r in caplog.records if r.name == "vledge.progress"]
     assert messages[0] == "eval: started, 5 batches"
     assert messages[-1].startswith("eval: done, 5 batches in ")
+
+
+def test_one_is_singular():
+    lines, _ = run_steps([1.0], 1)
+    assert lines[0] == "distil: started, 1 step" and lines[-1].startswith("distil: done, 1 step in ")
+    clock, said = FakeClock(), []
+    PlainProgress("eval", 1, "batches", clock=clock, emit=said.append).start()
+    assert said == ["eval: started, 1 batch"]
 
 
 def test_disabled_returns_the_items_themselves():

@@ -60,6 +60,13 @@ def _plain(items: Iterable[T], progress: "PlainProgress") -> Iterator[T]:
         progress.close()  # else it stopped early (early stopping, an error)
 
 
+def _count(n: int, unit: str) -> str:
+    """``1 step``, ``2 steps``, ``1 batch``."""
+    if n == 1 and unit.endswith("s"):
+        unit = unit[:-2] if unit.endswith(("ches", "shes", "xes")) else unit[:-1]
+    return f"{n} {unit}"
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -80,7 +87,7 @@ class PlainProgress:
 
     def start(self) -> None:
         self.started = self.last_line = self.clock()
-        count = f"{self.total} {self.unit}" if self.total is not None else f"{self.unit} until done"
+        count = _count(self.total, self.unit) if self.total is not None else f"{self.unit} until done"
         estimate = f", about {_clock(self.estimate_s)}" if self.estimate_s is not None else ""
         self.emit(f"{self.desc}: started, {count}{estimate}")
 
@@ -113,7 +120,7 @@ class PlainProgress:
         if self.total:
             head = f"{self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)"
         else:
-            head = f"{self.done} {self.unit}"
+            head = _count(self.done, self.unit)
         speed = f"{rate:.2f} {self.unit}/s" if rate >= 0.1 or rate == 0 else f"{1 / rate:.1f} s each"
         left = ""
         if self.total and rate > 0:
@@ -129,7 +136,7 @@ class PlainProgress:
             self.closed = True
             elapsed = self.clock() - self.started
             rate = f" ({self.done / elapsed:.2f} {self.unit}/s)" if elapsed > 0 else ""
-        self.emit(f"{self.desc}: done, {self.done} {self.unit} in {_clock(elapsed)}{rate}")
+        self.emit(f"{self.desc}: done, {_count(self.done, self.unit)} in {_clock(elapsed)}{rate}")
 
     def close(self) -> None:
         """End without finishing: say where it stopped (nothing when :meth:`finish` already ran)."""

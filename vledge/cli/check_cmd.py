@@ -43,8 +43,6 @@ def run(args) -> int:
                            reference_name="teacher")
     if not json_on_stdout(args):
         print("check: " + report.summary().removeprefix("verify: "))
-        if report.agreement is not None:
-            print(f"top-1 agreement with the teacher: {report.agreement:.4f}")
         print(_next_step(args, report.passed))
     emit_json(args, report.to_dict())
     return 0 if report.passed else 1
