@@ -168,3 +168,12 @@ def test_serve_strict_from_the_flag_or_the_environment_reaches_the_load():
     with pytest.raises(BackendUnavailableError):
         holder._load()
     assert seen == {"strict": True}
+
+
+def test_compress_with_a_missing_teacher_leaves_nothing_behind(tmp_path, capsys):
+    from vledge.cli import main
+
+    out = tmp_path / "bundle"
+    assert main(["compress", "--teacher", str(tmp_path / "nowhere"), "--target", "cpu", "--out", str(out)]) == 2
+    assert f"vledge compress: error: --teacher {tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
