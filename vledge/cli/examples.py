@@ -50,7 +50,7 @@ EXAMPLES = {
   VLEDGE_PORT=9000 vledge serve runs/bundle --host 0.0.0.0 --preload --strict""",
     "labels": """\
   vledge labels runs/bundle
-  vledge labels runs/bundle --set labels.txt --templates "a photo of {}" """,
+  vledge labels runs/bundle --set labels.txt --templates 'a photo of {}'""",
     "keygen": """\
   vledge keygen --out keys/""",
     "sign": """\

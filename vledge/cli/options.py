@@ -75,11 +75,13 @@ def emit_json(args, data) -> None:
         write_json(args.json, data, "--json")
 
 
-def add_device_flags(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
-    p.add_argument("--device", default=default,
-                   help="where to run: auto, cpu, cuda, tensorrt, GPU, NPU (OpenVINO) ... 'auto' takes the first "
-                        "the bundle's target can reach" + ("" if default else " (default: auto)"))
-    p.add_argument("--strict", action="store_true", default=None if default is None else False,
+def add_device_flags(p: argparse.ArgumentParser, *, from_environment: bool = False) -> None:
+    """``--device`` and ``--strict``. ``from_environment`` (serve): both default to None, so the service's
+    ``VLEDGE_DEVICE``/``VLEDGE_STRICT`` or its own defaults decide when the flag is absent."""
+    p.add_argument("--device", default=None if from_environment else "auto",
+                   help="where to run: auto, cpu, cuda, tensorrt, GPU, NPU (OpenVINO) ...; auto takes the first "
+                        "the bundle's target can reach" + (" (default: auto)" if from_environment else ""))
+    p.add_argument("--strict", action="store_true", default=None if from_environment else False,
                    help="exit with an error (code 2) when the device cannot run the bundle, instead of warning and "
                         "falling back (to the CPU, a fallback file or the next placement)")
 

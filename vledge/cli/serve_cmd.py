@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("bundle", nargs="?", default=None, help="the bundle folder (or VLEDGE_BUNDLE)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8765")
-    add_device_flags(p, default=None)
+    add_device_flags(p, from_environment=True)
     p.add_argument("--image-device", help="run the image tower elsewhere (default: --device)")
     p.add_argument("--text-device", help="run the text tower elsewhere, e.g. cpu beside --device NPU (default: --device)")
     p.add_argument("--threads", type=int, help="backend threads per tower call (default: the backend's)")
