@@ -110,6 +110,8 @@ class OnnxRuntime(Runtime):
     def _open(self, ort, kind: str, providers: list):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+        # Idle threads sleep rather than spin: spinning holds cores that other work on a shared device needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
             opts.inter_op_num_threads = 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the built-in default: train the Fashion-MNIST demo teacher (if absent), compress it
-# for the CPU target, check the bundle against the teacher and print the result.
+# for the CPU target, check the bundle against the teacher and print the result. Progress shows in a log
+# file too (`bash scripts/demo.sh > log 2>&1`): a line at least every 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
@@ -13,6 +14,6 @@ if [ ! -f "$runs/teacher/model.safetensors" ]; then
 fi
 $vledge eval "$runs/teacher" --data fashion-mnist --split test --json "$runs/teacher_eval.json"
 $vledge compress --teacher "$runs/teacher" --target cpu --data fashion-mnist --out "$runs/bundle-cpu" \
-  --overwrite --report "$runs/compress_report.json"
+  --overwrite --json "$runs/compress_report.json"
 $vledge check "$runs/bundle-cpu" --teacher "$runs/teacher" --data fashion-mnist --split test --json "$runs/check.json"
 $vledge run "$runs/bundle-cpu" benchmarks/samples/*.png

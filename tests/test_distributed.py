@@ -37,7 +37,7 @@ import json, sys
 sys.path.insert(0, {tests!r})
 import test_distributed as t
 from vledge.cli import main
-code = main(["train", "--config", {config!r}, "--out", {out!r}])
+code = main(["train", "--config", {config!r}, "--out", {out!r}, "--json"])
 report, student, _ = t.distill_tiny({cache!r}, {teacher_tokenizer!r})
 from vledge.train import distributed
 if distributed.is_main():

@@ -184,7 +184,7 @@ def test_compress_cli_shares_the_cache_between_stages_and_runs(tmp_path, capsys)
     for run in ("first", "second"):
         code = main(["-q", "compress", "--teacher", str(teacher), "--target", "cpu", "--out", str(tmp_path / run),
                      "--data", "digits", "--config", str(tmp_path / "recipe.json"), "--prune", "0.25",
-                     "--cache-dir", str(tmp_path / "cache"), "--report", str(tmp_path / f"{run}.json")])
+                     "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / f"{run}.json")])
         assert code == 0
         stages = json.loads((tmp_path / f"{run}.json").read_text())["stages"]
         summaries.append({s["name"]: s["summary"] for s in stages})

@@ -29,6 +29,10 @@ _LAZY = {
     "RegionScores": "vledge.video.stream",
 }
 
+from vledge.spin_wait import prefer_passive_waits as _prefer_passive_waits
+
+_prefer_passive_waits()  # before torch loads, unless the user chose a policy; see vledge/spin_wait.py
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

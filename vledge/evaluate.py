@@ -259,9 +259,10 @@ def evaluation_record(report: EvalReport, embedder: Embedder, model_path, data: 
     }
 
 
-def load_embedder(path, device: str = "auto", allow_pickle: bool = False) -> Embedder:
-    """A bundle (``vledge.json``) runs through the edge runtime; anything else loads as a PyTorch checkpoint
-    (``allow_pickle``: see :func:`vledge.models.load_teacher`)."""
+def load_embedder(path, device: str = "auto", allow_pickle: bool = False, strict: bool = False) -> Embedder:
+    """A bundle (``vledge.json``) runs through the edge runtime (``device``, ``strict``: see
+    :func:`vledge.load`); anything else loads as a PyTorch checkpoint (``allow_pickle``: see
+    :func:`vledge.models.load_teacher`)."""
     from pathlib import Path
 
     from vledge.bundle import MANIFEST
@@ -269,7 +270,7 @@ def load_embedder(path, device: str = "auto", allow_pickle: bool = False) -> Emb
     if (Path(path) / MANIFEST).is_file():
         import vledge.runtimes
 
-        return RuntimeEmbedder(vledge.runtimes.load(path, device=device))
+        return RuntimeEmbedder(vledge.runtimes.load(path, device=device, strict=strict))
     from vledge.models import load_teacher
 
     return TorchEmbedder(load_teacher(path, allow_pickle=allow_pickle))

@@ -48,10 +48,11 @@ def read_label_file(path: str | os.PathLike) -> tuple[list[str], list[str] | Non
 
 
 def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: Sequence[str] | None = None, *,
-                   device: str = "auto", source: str | None = None) -> dict:
+                   device: str = "auto", strict: bool = False, source: str | None = None) -> dict:
     """Replace the bundle's compiled label set with ``names`` embedded by its own text tower.
 
-    ``templates`` default to the ones the current set was made with (else the label as is). Returns
+    ``templates`` default to the ones the current set was made with (else the label as is); ``device`` and
+    ``strict`` are :func:`vledge.load`'s. Returns
     ``{"names", "templates", "seconds"}``. Raises BundleError for a bundle that fails its hashes or has
     no text tower, ConfigError for bad names (empty, duplicates, not strings).
     """
@@ -66,7 +67,7 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
     if isinstance(names, str) or not all(isinstance(n, str) and n.strip() for n in names) or not names:
         raise ConfigError("a label set is a non-empty list of non-empty strings")
     names = [n.strip() for n in names]
-    model = vledge.load(root, device=device)
+    model = vledge.load(root, device=device, strict=strict)
     if templates is None:
         templates = (model.label_set.templates if model.label_set else None) or ["{}"]
     templates = list(templates)
@@ -90,7 +91,7 @@ def compile_labels(bundle: str | os.PathLike, names: Sequence[str], templates: S
         raise
     read_manifest(root, verify=True)  # what was written is a bundle that verifies
     seconds = round(time.perf_counter() - start, 3)
-    log.info("compiled %d labels x %d templates into %s in %.2f s", len(names), len(templates), root, seconds)
+    log.debug("compiled %d labels x %d templates into %s in %.2f s", len(names), len(templates), root, seconds)
     return {"names": names, "templates": templates, "seconds": seconds}
 
 

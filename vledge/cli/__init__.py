@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from vledge import __version__
@@ -13,33 +12,60 @@ COMMANDS = ("train", "eval", "compress", "check", "run", "bench", "targets", "st
             "labels", "keygen", "sign", "verify")
 
 
+class _Commands:
+    """What each command module's ``add_parser(sub)`` receives: subparsers that all get the shared flags,
+    the help layout and their examples."""
+
+    def __init__(self, sub, common: argparse.ArgumentParser):
+        self.sub, self.common = sub, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        from vledge.cli.examples import EXAMPLES
+        from vledge.cli.options import HelpFormatter
+
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", "examples:\n" + EXAMPLES[name])
+        kwargs["parents"] = [self.common, *kwargs.get("parents", ())]
+        return self.sub.add_parser(name, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="vledge", description="Compress vision-language models and run them on edge devices.")
+    from vledge.cli.examples import OVERVIEW
+    from vledge.cli.options import HelpFormatter, global_options
+
+    common = global_options()
+    parser = argparse.ArgumentParser(prog="vledge", parents=[common], formatter_class=HelpFormatter, epilog=OVERVIEW,
+                                     description="Compress vision-language models and run them on edge devices.")
     parser.add_argument("--version", action="version", version=f"vledge {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = _Commands(sub, common)
     for name in COMMANDS:
-        module = importlib.import_module(f"vledge.cli.{name}_cmd")
-        module.add_parser(sub)
+        importlib.import_module(f"vledge.cli.{name}_cmd").add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``vledge`` command; returns its exit code (2 for any vledge error, with a one-line message)."""
+    from vledge.spin_wait import prefer_passive_waits
+
+    prefer_passive_waits()  # before any command imports torch
     args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:  # a program that calls main() keeps its own logging set-up
-        # vledge's own progress at INFO; other libraries only warn (ONNX Runtime's quantizer logs a line
-        # per tensor at INFO through the root logger).
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-        logging.getLogger("vledge").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
+        from vledge.cli.logs import configure_logging
+
+        configure_logging(getattr(args, "verbosity", None), getattr(args, "log_file", None))
         return int(args.handler(args) or 0)
-    except VledgeError as exc:
-        print(f"vledge {args.command}: error: {exc}", file=sys.stderr)
+    except ModuleNotFoundError as exc:
+        from vledge.cli.dependencies import missing_dependency
+
+        error = missing_dependency(exc, args.command)
+        if error is None:
+            raise
+        print(f"vledge {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the file system refused: a missing or unwritable place, a full disk
+    except (VledgeError, OSError) as exc:  # OSError: a missing or unwritable place, a full disk
         print(f"vledge {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                         "top1_kept, size_ratio, vs_peer_image_b1, vs_peer_top1_pt, ...; "
                         'e.g. "image_b1_p50_ms<=5,top1_kept>=0.97"; exit code 1 when one misses')
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (Fashion-MNIST IDX files)")
     p.add_argument("--split", default="test", help="the split accuracy is measured on")
     p.add_argument("--out", default="bench-report", help="report folder (results.json/.csv, report.md, PNG plots)")
     p.add_argument("--work-dir", default=None, help="exported variants, the distilled student, logs (default: OUT/work)")

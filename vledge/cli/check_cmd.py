@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from vledge.cli.options import (add_device_flags, add_json_flag, add_tolerance_flag, check_json_destination, emit_json,
+                                json_on_stdout, tolerance_fraction)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("check", help="compare a bundle with its PyTorch teacher: accuracy, agreement, cosine")
-    p.add_argument("bundle")
+    p = sub.add_parser("check", help="compare a bundle with its PyTorch teacher: accuracy, agreement, cosine",
+                       description="Evaluate the teacher (PyTorch) and the bundle (its runtime) on the same held-out "
+                                   "data; exit 0 when the bundle loses at most --tolerance points of top-1, else 1. "
+                                   "Needs the compress extra (torch) for the teacher.")
+    p.add_argument("bundle", help="the bundle folder (from vledge compress)")
     p.add_argument("--teacher", required=True, help="the teacher checkpoint folder (the PyTorch fallback)")
-    p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="test")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--tolerance", type=float, default=0.02, help="allowed top-1 loss against the teacher (0.02 = 2 points)")
-    p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (Fashion-MNIST IDX files)")
+    p.add_argument("--split", default="test", help="the split both are evaluated on")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N images (default: all)")
+    add_device_flags(p)
+    add_tolerance_flag(p, default_points=2.0)
+    add_json_flag(p, "the report")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a teacher that has only pickle weights (.bin/.pt) with "
                         "torch.load(weights_only=True); only for files you trust")
@@ -28,19 +32,24 @@ def run(args) -> int:
     from vledge.data import load_dataset
     from vledge.evaluate import TorchEmbedder, evaluate
     from vledge.models import load_teacher
-    from vledge.output import check_writable, write_json
 
-    if args.json_out:
-        check_writable(Path(args.json_out).parent, "--json")
-    edge = vledge.runtimes.load(args.bundle, device=args.device)
+    check_json_destination(args)
+    edge = vledge.runtimes.load(args.bundle, device=args.device, strict=args.strict)
     teacher = load_teacher(args.teacher, allow_pickle=args.allow_pickle)
     data = load_dataset(args.data, args.split, args.data_dir)
     teacher_eval = evaluate(TorchEmbedder(teacher), data, max_samples=args.max_samples, progress=True)
-    report = verify_bundle(edge, teacher, data, teacher_eval=teacher_eval, student_eval=None, tolerance=args.tolerance,
-                           max_samples=args.max_samples, reference_name="teacher")
-    print(report.summary().replace("verify:", "check:", 1))
-    if report.agreement is not None:
-        print(f"top-1 agreement with the teacher: {report.agreement:.4f}")
-    if args.json_out:
-        write_json(args.json_out, report.to_dict(), "--json")
+    report = verify_bundle(edge, teacher, data, teacher_eval=teacher_eval, student_eval=None,
+                           tolerance=tolerance_fraction(args.tolerance), max_samples=args.max_samples,
+                           reference_name="teacher")
+    if not json_on_stdout(args):
+        print("check: " + report.summary().removeprefix("verify: "))
+        print(_next_step(args, report.passed))
+    emit_json(args, report.to_dict())
     return 0 if report.passed else 1
+
+
+def _next_step(args, passed: bool) -> str:
+    if passed:
+        return f"next: vledge run {args.bundle} IMAGE..., or sign it: vledge sign {args.bundle} --key KEY"
+    return (f"next: recompress with more distillation (vledge compress --teacher {args.teacher} ... --epochs N), "
+            f"or give a larger --tolerance")

@@ -3,7 +3,7 @@ of LAION's CLIP_benchmark in its JSON."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from vledge.cli.options import add_device_flags, add_json_flag, check_json_destination, emit_json, json_on_stdout
 
 EPILOG = """examples:
   vledge eval bundle/ --data digits
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a checkpoint folder (vledge, Hugging Face CLIP, LoRA adapter) or a bundle")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="where the data set's files are (Fashion-MNIST IDX files)")
     p.add_argument("--split", default=None,
                    help="train or test (default: test for built-in sets and train/ + test/ folders; a captions file "
                         "or a plain folder is used whole and has no split)")
@@ -32,11 +32,11 @@ def add_parser(sub) -> None:
                         "the data set's)")
     p.add_argument("--classes", default=None, metavar="FILE", help="the class names to prompt with (default: the data "
                                                                    "set's class names)")
-    p.add_argument("--recall-k", default="1,5,10", help="comma-separated k for retrieval recall@k (default: 1,5,10)")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="for bundles: auto, cpu, cuda, tensorrt, NPU, ...")
-    p.add_argument("--json", dest="json_out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--recall-k", default="1,5,10", help="comma-separated k for retrieval recall@k")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate on the first N images (default: all)")
+    p.add_argument("--batch-size", type=int, default=256, help="images a tower call")
+    add_device_flags(p)
+    add_json_flag(p, "the metrics, prompts, split and model hash")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a checkpoint that has only pickle weights (.bin/.pt) with "
                         "torch.load(weights_only=True); only for files you trust")
@@ -56,18 +56,16 @@ def run(args) -> int:
     from vledge.data import load_dataset
     from vledge.eval_prompts import read_classes, read_templates
     from vledge.evaluate import evaluate, evaluation_record, format_report, load_embedder, recall_ks
-    from vledge.output import check_writable, write_json
 
-    if args.json_out:
-        check_writable(Path(args.json_out).parent, "--json")
+    check_json_destination(args)
     ks = recall_ks(_ks(args.recall_k))
     templates = read_templates(args.templates) if args.templates else None
     data = load_dataset(args.data, args.split, args.data_dir, strict_split=True)
     classes = read_classes(args.classes, data.classes) if args.classes else None
-    embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle)
+    embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle, strict=args.strict)
     report = evaluate(embedder, data, classes=classes, templates=templates, batch_size=args.batch_size,
                       max_samples=args.max_samples, progress=True, ks=ks)
-    print(format_report(report, title=f"{args.model} on {data.describe()}"))
-    if args.json_out:
-        write_json(args.json_out, evaluation_record(report, embedder, args.model, data, args.split), "--json")
+    if not json_on_stdout(args):
+        print(format_report(report, title=f"{args.model} on {data.describe()}"))
+    emit_json(args, evaluation_record(report, embedder, args.model, data, args.split))
     return 0

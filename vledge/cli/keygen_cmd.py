@@ -6,7 +6,7 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("keygen", help="write a new Ed25519 key pair for signing bundles")
     p.add_argument("--out", required=True, help="folder for NAME.key (private, mode 0600) and NAME.pub (public)")
-    p.add_argument("--name", default="vledge-signing", help="file name of the pair (default: vledge-signing)")
+    p.add_argument("--name", default="vledge-signing", help="file name of the pair")
     p.set_defaults(handler=run)
 
 

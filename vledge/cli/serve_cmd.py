@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from vledge.cli.options import add_device_flags
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="a local HTTP service: /v1/classify, /v1/embed/*, /healthz, /metrics, a page at /",
                        description="Every flag can also be set as a VLEDGE_* environment variable (flags win): "
-                                   "VLEDGE_BUNDLE, VLEDGE_HOST, VLEDGE_PORT, VLEDGE_DEVICE, VLEDGE_IMAGE_DEVICE, "
+                                   "VLEDGE_BUNDLE, VLEDGE_HOST, VLEDGE_PORT, VLEDGE_DEVICE, VLEDGE_STRICT, VLEDGE_IMAGE_DEVICE, "
                                    "VLEDGE_TEXT_DEVICE, VLEDGE_THREADS, "
                                    "VLEDGE_PRELOAD, VLEDGE_IDLE_UNLOAD, VLEDGE_MAX_BODY_MB, VLEDGE_MAX_LABELS, "
                                    "VLEDGE_MAX_TEXTS, VLEDGE_MAX_TEXT_CHARS, VLEDGE_MAX_IMAGE_PIXELS, "
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("bundle", nargs="?", default=None, help="the bundle folder (or VLEDGE_BUNDLE)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="default 8765")
-    p.add_argument("--device", help="default auto")
+    add_device_flags(p, from_environment=True)
     p.add_argument("--image-device", help="run the image tower elsewhere (default: --device)")
     p.add_argument("--text-device", help="run the text tower elsewhere, e.g. cpu beside --device NPU (default: --device)")
     p.add_argument("--threads", type=int, help="backend threads per tower call (default: the backend's)")
@@ -35,7 +37,7 @@ def run(args) -> int:
     from vledge.serve.server import serve
     from vledge.serve.settings import ServeConfig
 
-    flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device", "image_device", "text_device", "threads",
+    flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device", "strict", "image_device", "text_device", "threads",
                                            "preload", "idle_unload",
                                            "max_body_mb", "max_labels", "max_texts", "max_concurrency",
                                            "max_connections")}

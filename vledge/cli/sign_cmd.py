@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sign", help="sign a bundle (its files are verified first) with a private key from vledge keygen")
-    p.add_argument("bundle")
+    p.add_argument("bundle", help="the bundle folder to sign (vledge.sig is written beside its manifest)")
     p.add_argument("--key", required=True, help="the private key file (PEM, from vledge keygen)")
     p.set_defaults(handler=run)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from vledge.cli.options import add_json_flag, emit_json, json_on_stdout
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("students", help="list the registered student architectures")
+    add_json_flag(p, "the students")
     p.set_defaults(handler=run)
 
 
@@ -18,6 +21,14 @@ def _tower(entry: dict) -> str:
 def run(args) -> int:
     from vledge.compress.students import DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION, list_students
 
+    rows = [{"name": TEACHER, "description": TEACHER_DESCRIPTION}]
+    for spec in list_students():
+        rows.append({"name": spec.name, "description": spec.description, "image": _tower(spec.image_tower),
+                     "text": _tower(spec.text_tower), "inherit": spec.inherit,
+                     "default": spec.name == DEFAULT_STUDENT, "default_for_clip": spec.name == DEFAULT_CLIP_STUDENT})
+    emit_json(args, rows)
+    if json_on_stdout(args):
+        return 0
     print(f"{TEACHER}\n  {TEACHER_DESCRIPTION}")
     for spec in list_students():
         default = " [default]" if spec.name == DEFAULT_STUDENT else " [default for CLIP]" if spec.name == DEFAULT_CLIP_STUDENT else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="check a bundle's files and its signature by a trusted key")
-    p.add_argument("bundle")
+    p.add_argument("bundle", help="the bundle folder to check")
     p.add_argument("--trusted-key", action="append", default=None, metavar="PUBLIC",
                    help="a public key file (from vledge keygen) the signature must verify with; repeat for several")
     p.add_argument("--manifest-sha256", default=None, help="also require the manifest to have this sha256 (pinning)")

@@ -6,6 +6,7 @@ import json
 import logging
 
 from vledge.cli.common import output_lines, read_json_file, split_list
+from vledge.cli.options import LABELS_HELP, add_device_flags, parse_labels
 
 log = logging.getLogger("vledge.watch")
 
@@ -14,13 +15,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("watch", help="events from a video file, RTSP/HTTP URL or camera (/dev/video0), as JSON lines",
                        description="Sample frames of SOURCE, classify them (or regions of them) and print an "
                                    "event line when a label of interest enters or leaves.")
-    p.add_argument("bundle")
+    p.add_argument("bundle", help="the bundle folder (from vledge compress)")
     p.add_argument("source", help="a video file, rtsp:// or http(s):// URL, /dev/videoN or a camera number")
-    p.add_argument("--labels", help="comma-separated labels of interest, e.g. 'a person,a car'")
+    p.add_argument("--labels", help="the labels of interest; " + LABELS_HELP)
     p.add_argument("--negatives", help="comma-separated negative prompts that suppress a hit when they score higher")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability a label needs to hit (default 0.5)")
-    p.add_argument("--enter-after", type=float, default=0.0, help="seconds of hits before 'enter' (default 0)")
-    p.add_argument("--leave-after", type=float, default=0.0, help="seconds of misses before 'leave' (default 0)")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability a label needs to hit")
+    p.add_argument("--enter-after", type=float, default=0.0, help="seconds of hits before 'enter'")
+    p.add_argument("--leave-after", type=float, default=0.0, help="seconds of misses before 'leave'")
     p.add_argument("--rules", help='JSON file: {"rules": [{"label", "threshold", "enter_after", "leave_after", '
                                    '"leave_threshold"}], "negatives": [...]}; overrides the four flags above')
     p.add_argument("--templates", help="comma-separated prompt templates with {} for the label (default: the bundle's)")
@@ -36,10 +37,10 @@ def add_parser(sub) -> None:
                       help="classify every sampled frame, waiting for inference (default for files)")
     p.add_argument("--realtime", action="store_true", help="play a file at its own pace, as if it were a camera")
     p.add_argument("--batch-size", type=int, default=None, help="frames a batch, files only (default: timed)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source (default 10)")
-    p.add_argument("--reconnect", type=int, default=0, help="times to reopen a live source that fails (default 0)")
-    p.add_argument("--log-every", type=float, default=10.0, help="seconds between fps/latency log lines (default 10)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source")
+    p.add_argument("--reconnect", type=int, default=0, help="times to reopen a live source that fails")
+    p.add_argument("--log-every", type=float, default=10.0, help="seconds between fps/latency log lines")
+    add_device_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -51,7 +52,7 @@ def events_config(args):
         config = EventConfig.from_dict(read_json_file(args.rules, "--rules file"))
         extra = split_list(args.negatives) or []
         return EventConfig(config.rules, tuple(dict.fromkeys(list(config.negatives) + extra))) if extra else config
-    labels = split_list(args.labels)
+    labels = parse_labels(args.labels)
     if not labels:
         raise ConfigError("give the labels of interest: --labels 'a person,a car' (or --rules FILE)")
     return EventConfig.simple(labels, args.threshold, args.enter_after, args.leave_after,
@@ -62,7 +63,7 @@ def run(args) -> int:
     import vledge
 
     config = events_config(args)
-    model = vledge.load(args.bundle, device=args.device)
+    model = vledge.load(args.bundle, device=args.device, strict=args.strict)
     stream = vledge.stream(
         model, args.source, events=config, templates=split_list(args.templates), fps=args.fps,
         regions=args.regions, whole_frame=True if args.whole_frame else None, batch_size=args.batch_size,

@@ -38,7 +38,7 @@ class Digits(ImageTextDataset):
             raise DataError(f"digits split must be 'train' or 'test', got {split!r}")
         if data_dir is not None:
             raise ConfigError(f"digits ships inside scikit-learn and reads no data_dir (got {data_dir!r}); drop it")
-        datasets = require("sklearn.datasets", "test")
+        datasets = require("sklearn.datasets", "digits")
         digits = datasets.load_digits()
         idx = split_indices(len(digits.target), split)
         self.pixels = np.round(digits.images[idx] * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8)

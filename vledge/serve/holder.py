@@ -38,6 +38,8 @@ class ModelHolder:
 
         start = time.perf_counter()
         options = {"threads": self.config.threads} if self.config.threads else {}
+        if self.config.strict:
+            options["strict"] = True
         options.update((k, getattr(self.config, k)) for k in ("image_device", "text_device") if getattr(self.config, k))
         loader = self._loader or vledge.load
         model = loader(self.config.bundle, device=self.config.device, **options)

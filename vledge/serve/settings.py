@@ -20,6 +20,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless asked: a device's service is not exposed by default
     port: int = 8765
     device: str = "auto"
+    strict: bool = False  # an unreachable device fails the load instead of falling back
     image_device: str = ""  # place one tower elsewhere (e.g. text_device="cpu" beside device="NPU"); "": device
     text_device: str = ""
     threads: int = 0  # the backend's threads per tower call (0: its default)
