@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from vledge.cli.options import add_device_flags, add_json_flag, check_json_destination, emit_json, json_on_stdout
 
-EPILOG = """examples:
-  vledge eval bundle/ --data digits
-  vledge eval bundle/ --data photos/ --classes names.txt --templates 'a photo of a {}.' --json eval.json
-  vledge eval ckpt/ --data captions.csv --recall-k 1,5,10
-
+DESCRIPTION = """Zero-shot top-1/top-5, mean per-class recall and retrieval recall@k, under CLIP_benchmark's metric names.
 --templates takes a file (one template a line, or a JSON list) or a template, and may be repeated;
 CLIP_benchmark's {c} is read as {}. --classes takes a file of class names in the data set's class order
 (one a line, or a JSON list), or a JSON object mapping each class (folder name, CSV label) to its name.
@@ -17,10 +13,8 @@ A captions file or a folder without train/ and test/ subfolders is one set: it h
 
 
 def add_parser(sub) -> None:
-    import argparse
-
     p = sub.add_parser("eval", help="zero-shot top-1/top-5, per-class recall and recall@k of a checkpoint or bundle",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION)
     p.add_argument("model", help="a checkpoint folder (vledge, Hugging Face CLIP, LoRA adapter) or a bundle")
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, digits, a captions file or an image folder")
     p.add_argument("--data-dir", default=None, help="where the data set's files are (Fashion-MNIST IDX files)")
@@ -60,9 +54,9 @@ def run(args) -> int:
     check_json_destination(args)
     ks = recall_ks(_ks(args.recall_k))
     templates = read_templates(args.templates) if args.templates else None
+    embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle, strict=args.strict)
     data = load_dataset(args.data, args.split, args.data_dir, strict_split=True)
     classes = read_classes(args.classes, data.classes) if args.classes else None
-    embedder = load_embedder(args.model, device=args.device, allow_pickle=args.allow_pickle, strict=args.strict)
     report = evaluate(embedder, data, classes=classes, templates=templates, batch_size=args.batch_size,
                       max_samples=args.max_samples, progress=True, ks=ks)
     if not json_on_stdout(args):

@@ -18,7 +18,8 @@ EXAMPLES = {
   vledge train --lora --base runs/teacher --data photos/ --out runs/teacher-lora""",
     "eval": """\
   vledge eval runs/bundle --data digits
-  vledge eval runs/teacher --data captions.csv --json eval.json""",
+  vledge eval runs/bundle --data photos/ --classes names.txt --templates 'a photo of a {}.' --json eval.json
+  vledge eval runs/teacher --data captions.csv --recall-k 1,5,10 --json eval.json""",
     "compress": """\
   vledge compress --teacher runs/teacher --target cpu --data digits --out runs/bundle
   vledge compress --teacher clip-folder/ --target jetson --data photos/ --labels labels.txt --out runs/jetson

@@ -29,7 +29,7 @@ def run(args) -> int:
         here = "no" if not reachable else str(reachable[0]) + ("" if reachable[0] == spec.chain[0] else " (fallback)")
         rows.append((*cells[:-1], here, cells[-1]))
     cpu = host_cpu()
-    keys = [header.lower().replace(" ", "_") for header in rows[0]]
+    keys = ["name" if header == "target" else header.replace(" ", "_") for header in rows[0]]
     emit_json(args, {"targets": [dict(zip(keys, row)) for row in rows[1:]],
                      "cpu": {"model": cpu.model, "machine": cpu.machine, "isa": list(cpu.isa), "int8": cpu.int8_note()}})
     if json_on_stdout(args):
