@@ -37,13 +37,15 @@ _CLIP_ARCHS = ("clip-text", "clip-vision")
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """A student architecture: two tower entries and whether to inherit weights from the teacher."""
+    """A student architecture: two tower entries, whether to inherit weights from the teacher, and the
+    reference teachers it is sized for (``vledge students`` shows its cost on each, see ``reference``)."""
 
     name: str
     description: str
     image_tower: dict = field(default_factory=dict)
     text_tower: dict = field(default_factory=dict)
     inherit: bool = True
+    teachers: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name:
@@ -55,9 +57,12 @@ class StudentSpec:
                     f"student {self.name!r}: {side} must be a tower config with an 'arch', "
                     f"or {{'shrink': {{'depth': ..., 'width': ...}}}}; got {entry!r}"
                 )
+        if isinstance(self.teachers, str) or not all(isinstance(t, str) and t for t in self.teachers):
+            raise ConfigError(f"student {self.name!r}: teachers must be a list of reference teacher names, got {self.teachers!r}")
+        object.__setattr__(self, "teachers", tuple(self.teachers))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "teachers": list(self.teachers)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentSpec":

@@ -112,10 +112,11 @@ def tower_macs(tower, kind: str, spec: TeacherSpec) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    device = next(tower.parameters()).device  # meta towers cost nothing to run; real ones run once
     was_training = tower.training
     tower.eval()  # BatchNorm in training mode refuses a batch of one
     try:
-        with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.device(device), torch.no_grad(), FlopCounterMode(display=False) as counter:
             if kind == "image":
                 tower(torch.empty(1, 3, spec.image_size, spec.image_size))
             else:
