@@ -7,7 +7,7 @@ import torch
 
 from tiny_models import TINY_IMAGE, TINY_PREPROCESS, TINY_TEXT, tiny_tokenizer
 from vledge.compress.students import (
-    DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, StudentSpec, build_student, count_parameters, default_student,
+    DEFAULT_CAMERA_STUDENT, DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, StudentSpec, build_student, count_parameters, default_student,
     get_student, list_students,
 )
 from vledge.compress.students.inherit import pick_layers
@@ -304,7 +304,8 @@ def test_camera_vit_student_starts_from_the_224_px_teachers_weights(tmp_path):
 
     script = camera_teachers()
     teacher = load_teacher(script.build_teacher(script.TEST_TEACHER, tmp_path))
-    student = build_student("camera-vit-shrink", teacher)
+    assert default_student(teacher) == DEFAULT_CAMERA_STUDENT == "camera-vit-shrink"
+    student = build_student(DEFAULT_CAMERA_STUDENT, teacher)
     record = student.source["inherited"]["image"]
     assert record["family_match"] and record["fresh"] == [] and record["sliced"]
     key = "backbone.vision_model.embeddings.patch_embedding.weight"

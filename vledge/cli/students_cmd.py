@@ -25,7 +25,10 @@ def _cost_line(cost, label: str) -> str:
 
 
 def run(args) -> int:
-    from vledge.compress.students import DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION, list_students
+    from vledge.compress.students import (
+        CAMERA_IMAGE_SIZE, DEFAULT_CAMERA_STUDENT, DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION,
+        list_students,
+    )
 
     measure = None
     if not args.no_cost:
@@ -39,7 +42,8 @@ def run(args) -> int:
             print(f"  the teacher {name} itself: {cost.params / 1e6:.2f}M params, {cost.image_macs / 1e9:.3f} GMACs an "
                   f"image, {cost.text_macs / 1e9:.3f} GMACs a prompt ({cost.image_size} px)")
     for spec in specs:
-        default = " [default]" if spec.name == DEFAULT_STUDENT else " [default for CLIP]" if spec.name == DEFAULT_CLIP_STUDENT else ""
+        default = {DEFAULT_STUDENT: " [default]", DEFAULT_CLIP_STUDENT: f" [default for CLIP under {CAMERA_IMAGE_SIZE} px]",
+                   DEFAULT_CAMERA_STUDENT: f" [default for CLIP from {CAMERA_IMAGE_SIZE} px]"}.get(spec.name, "")
         print(f"{spec.name}{default}\n  {spec.description}\n  image: {_tower(spec.image_tower)}\n"
               f"  text:  {_tower(spec.text_tower)}\n  inherit weights: {'yes' if spec.inherit else 'no'}")
         if measure is not None:
