@@ -101,6 +101,13 @@ def test_large_frames_take_the_fast_path_within_a_few_levels_of_the_exact_one(ph
         np.testing.assert_array_equal(preprocess(Image.fromarray(frame), spec), normalize(fast[None], spec))
 
 
+def test_fast_path_reads_views_and_contiguous_frames_alike(photos):
+    wide = _full_hd(photos["flower"], (2000, 1080))
+    view = wide[:, 40:1960]  # not contiguous: rows 2000 pixels apart
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(fast_crop(view, PreprocessSpec(224)), fast_crop(view.copy(), PreprocessSpec(224)))
+
+
 def test_fast_path_keeps_the_exact_crop_geometry():
     spec = PreprocessSpec(224)
     frame = np.zeros((1080, 1920, 3), np.uint8)
