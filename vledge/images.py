@@ -32,7 +32,7 @@ RESIZE_PIXEL_BUDGET = 16_000_000
 # The fast path's box average: blocks of at most FAST_MAX_BLOCK x FAST_MAX_BLOCK pixels, leaving the bicubic
 # resize at least FAST_REDUCING_GAP to do (Pillow's ``reducing_gap``). A 1920x1080 frame for a 224-px tower is
 # averaged in 3x3 blocks; for a 28-px tower in 8x8 blocks, since the box's softer filter moved the top-1 of a
-# 28-px model on 0.9% of frames with 25x25 blocks and 0.1% with 9x9 ones (benchmarks/camera_frames.py).
+# 28-px model on 0.9% of 1080p frames with 25x25 blocks and 0.2% with 8x8 ones (benchmarks/camera_frames.py).
 FAST_REDUCING_GAP = 1.5
 FAST_MAX_BLOCK = 8
 FAST_MIN_EDGE = 720  # camera frames (720p and up) take the fast path; photos under it resize exactly as CLIP does
