@@ -78,3 +78,14 @@ def test_quick_run_on_the_tiny_224_px_teacher(tmp_path):
     assert bundle["frame_b1_p50_ms"] > 0 and bundle["python_us"] >= 0 and bundle["text_tokens"] == 77
     assert all(c["value"] is not None for c in result["ratios"]["tiny-clip-224"])
     assert (tmp_path / "out" / "latency.png").is_file() and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_frames_hold_the_test_image_in_the_centre_crop():
+    import numpy as np
+
+    frames = script("camera_frames")
+    image = np.zeros((28, 28), np.uint8)
+    image[:, 14:] = 255
+    frame = frames.to_frame(image)
+    assert frame.shape == (1080, 1920, 3) and frame[:, :420].max() == 0 and frame[:, 1500:].max() == 0
+    assert frame[540, 420 + 100].max() < 10 and frame[540, 1500 - 100].min() > 245
