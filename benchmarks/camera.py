@@ -35,7 +35,9 @@ log = logging.getLogger("camera")
 TEACHERS = ("clip-vit-b32", "clip-vit-b16", "resnet50-bert-base")
 QUICK_TEACHERS = ("clip-vit-b32",)
 TARGETS = ("cpu", "intel-cpu", "intel-npu")
-STUDENT = "camera-vit-shrink"  # the default for 224-px CLIP teachers; CNN teachers get their default
+STUDENT = "camera-vit-shrink"  # the default for 224-px CLIP teachers
+# vledge's default for CNN teachers is sized for 28 px images: the camera CNN serves the resnet50 teacher.
+CAMERA_STUDENTS = {"resnet50-bert-base": "camera-resnet18-shrink-text"}
 # Quick: a token distillation (the towers' speed does not depend on it); full: a real epoch's worth.
 DISTILL = {"quick": {"epochs": 1, "max_samples": 256, "batch_size": 32, "patience": None},
            "full": {"epochs": 1, "max_samples": 4096, "batch_size": 64, "patience": None}}
@@ -113,7 +115,7 @@ def bundle_rows(name: str, folder: Path, student: str, work: Path, args) -> list
         base = {"name": f"{student} {target}", "role": "student", "model": f"{student} from {name}", "teacher": name,
                 "target": target}
         try:
-            bundle, compressed = compress_for(folder, args.student, target, work / "bundles", args.mode)
+            bundle, compressed = compress_for(folder, student, target, work / "bundles", args.mode)
         except Exception as exc:  # one target failing leaves the others' rows
             log.exception("compress %s for %s failed", name, target)
             rows.append({**base, "error": f"{type(exc).__name__}: {exc}"[:400]})
@@ -129,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="writes results.json, report.md and plots here")
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_TEACHERS)}, a token distillation")
     parser.add_argument("--tiny", action="store_true", help=f"the tests' {TEST_TEACHER} only (checks the code paths)")
-    parser.add_argument("--student", default=None, help=f"student to compress to (default: the teacher's default, "
-                        f"{STUDENT} for 224-px CLIP); 'teacher' skips distillation")
+    parser.add_argument("--student", default=None, help=f"student to compress to (default: {STUDENT} for 224-px "
+                        f"CLIP, {CAMERA_STUDENTS['resnet50-bert-base']} for resnet50-bert-base); 'teacher' skips "
+                        "distillation")
     parser.add_argument("--teachers-dir", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in ("onnxruntime", "openvino")]
     for name in names:
         folder = build_teacher(name, args.teachers_dir)
-        exports = fp32_exports(name, folder, args.student, work)
+        exports = fp32_exports(name, folder, args.student or CAMERA_STUDENTS.get(name), work)
         teacher = onnx_rows(name, "teacher", exports["teacher"], exports["tokens"], args)
         for row in teacher:
             row["size_mb"] = folder_mb(folder, "*.safetensors")  # what a user has on disk
