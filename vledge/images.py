@@ -199,7 +199,7 @@ def resize_and_crop(img: Image.Image, spec: PreprocessSpec, *, exact: bool = Fal
     return arr[top : top + crop, left : left + crop]
 
 
-def _crop_box(w: int, h: int, spec: PreprocessSpec) -> tuple[tuple[float, float, float, float], int]:
+def _crop_box(w: int, h: int, spec: PreprocessSpec) -> tuple[tuple[float, float, float, float], float]:
     """The source rectangle that ``resize_and_crop`` turns into its centre crop, and its downscale factor
     (source pixels per output pixel along the shortest edge)."""
     target, crop = spec.resize_to or spec.image_size, spec.image_size
