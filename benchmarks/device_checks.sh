@@ -44,6 +44,8 @@ cat > "$cam/train.json" <<JSON
  "text_tower": {"arch": "bert", "hidden_size": 512, "num_layers": 12, "num_heads": 8, "intermediate_size": 2048},
  "embed_dim": 512, "image_size": 224, "max_length": 77, "epochs": ${CAMERA_EPOCHS:-3}, "batch_size": 256, "lr": 5e-4}
 JSON
+.venv/bin/python -c "import sys; from vledge.data import load_dataset; print('\n'.join(load_dataset(sys.argv[1], 'train').classes))" \
+  "$cam/data" > "$cam/labels.txt"  # compiled into the bundles, so classify() of a frame needs no labels
 torchrun=".venv/bin/torchrun --standalone --nproc_per_node 1"  # one rank on nccl: vledge trains on the GPU
 $torchrun -m vledge train --config "$cam/train.json" --data "$cam/data" --out "$cam/teacher" --overwrite
 .venv/bin/python -m vledge eval "$cam/teacher" --data "$cam/data" --split test --json "$out/teacher_eval.json"
@@ -51,7 +53,8 @@ for target in cuda jetson; do
   # The gate's tolerance is opened so the run reaches the bench; the 97%-of-teacher target is judged below.
   $torchrun -m vledge compress --teacher "$cam/teacher" --target "$target" --data "$cam/data" \
     --student camera-vit-shrink --epochs 3 --max-samples "${CAMERA_TRAIN:-20000}" --tolerance 0.5 \
-    --cache-dir "$cam/teacher-cache" --out "$cam/bundle-$target" --overwrite --report "$out/compress_$target.json"
+    --cache-dir "$cam/teacher-cache" --labels "$cam/labels.txt" --out "$cam/bundle-$target" --overwrite \
+    --report "$out/compress_$target.json"
 done
 .venv/bin/python -m vledge check "$cam/bundle-cuda" --teacher "$cam/teacher" --data "$cam/data" --device cuda \
   --tolerance 0.5 --json "$out/check_cuda.json"
