@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from vledge.errors import ImageDecodeError
-from vledge.images import PreprocessSpec, open_image, preprocess, preprocess_uint8_batch, resize_and_crop
+from vledge.images import (
+    PreprocessSpec, fast_crop, normalize, open_image, preprocess, preprocess_uint8_batch, resize_and_crop,
+)
 
 datasets = pytest.importorskip("sklearn.datasets")
 
@@ -73,6 +75,58 @@ def test_frames_not_at_size_are_resized(photos):
     for spec in (PreprocessSpec(image_size=32), PreprocessSpec(image_size=40, resize_to=44)):
         np.testing.assert_array_equal(preprocess_uint8_batch(tiles, spec), _through_pillow(tiles, spec))
         np.testing.assert_array_equal(preprocess_uint8_batch(tiles[..., 1], spec), _through_pillow(tiles[..., 1], spec))
+
+
+# --- full-HD frames: the fast path
+
+
+def _full_hd(image, size=(1920, 1080)):
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+
+
+def _exact(frame, spec):
+    return resize_and_crop(open_image(frame), spec, exact=True)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (1280, 720)])
+@pytest.mark.parametrize("spec", [PreprocessSpec(224), PreprocessSpec(image_size=200, resize_to=224)])
+def test_large_frames_take_the_fast_path_within_a_few_levels_of_the_exact_one(photos, size, spec):
+    for name in ("china", "flower"):
+        frame = _full_hd(photos[name], size)
+        fast, exact = fast_crop(frame, spec), _exact(frame, spec)
+        assert fast.shape == exact.shape == (spec.image_size, spec.image_size, 3) and fast.dtype == np.uint8
+        diff = np.abs(fast.astype(int) - exact.astype(int))
+        assert diff.mean() < 1.0 and np.percentile(diff, 99.9) <= 10 and diff.max() <= 20, (name, diff.mean(), diff.max())
+        np.testing.assert_array_equal(preprocess(frame, spec), normalize(fast[None], spec))
+        np.testing.assert_array_equal(preprocess(Image.fromarray(frame), spec), normalize(fast[None], spec))
+
+
+def test_fast_path_reads_views_and_contiguous_frames_alike(photos):
+    wide = _full_hd(photos["flower"], (2000, 1080))
+    view = wide[:, 40:1960]  # not contiguous: rows 2000 pixels apart
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(fast_crop(view, PreprocessSpec(224)), fast_crop(view.copy(), PreprocessSpec(224)))
+
+
+def test_fast_path_keeps_the_exact_crop_geometry():
+    spec = PreprocessSpec(224)
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[:, 959:961] = 255  # a line through the centre, and one at the crop's left edge
+    left = 1920 // 2 - 540
+    frame[:, left : left + 2] = 255
+    fast, exact = fast_crop(frame, spec).astype(int), _exact(frame, spec).astype(int)
+    assert np.argmax(fast[112, 50:, 0]) == np.argmax(exact[112, 50:, 0]) == 61  # the centre line, 111 - 50
+    assert fast[112, 0, 0] > 50 and exact[112, 0, 0] > 50 and fast[112, 3:100, 0].max() == 0  # the edge line
+    assert np.abs(fast - exact).mean() < 0.5
+
+
+def test_small_grayscale_and_alpha_frames_keep_the_exact_path(photos):
+    spec = PreprocessSpec(224)
+    assert fast_crop(photos["china"], spec) is None  # 427 x 640: under three times the tower's size
+    big = _full_hd(photos["china"])
+    assert fast_crop(big[..., 0], spec) is None and fast_crop(np.dstack([big, big[..., :1]]), spec) is None
+    assert fast_crop(big, PreprocessSpec(image_size=224, resize_to=200)) is None  # the crop would pad
+    np.testing.assert_array_equal(preprocess(photos["china"], spec), normalize(_exact(photos["china"], spec)[None], spec))
 
 
 # --- decoding: files that are broken, unusual or dangerous

@@ -7,7 +7,7 @@ import torch
 
 from tiny_models import TINY_IMAGE, TINY_PREPROCESS, TINY_TEXT, tiny_tokenizer
 from vledge.compress.students import (
-    DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, StudentSpec, build_student, count_parameters, default_student,
+    DEFAULT_CAMERA_STUDENT, DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, StudentSpec, build_student, count_parameters, default_student,
     get_student, list_students,
 )
 from vledge.compress.students.inherit import pick_layers
@@ -267,3 +267,64 @@ def test_build_is_seeded(vit_teacher):
     c = build_student(fresh, vit_teacher, seed=4)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.image_tower.proj.weight, c.image_tower.proj.weight)
+
+
+# --- camera students and their cost on the reference teachers
+
+
+def test_every_spec_names_registered_reference_teachers():
+    from vledge.compress.students.reference import REFERENCE_TEACHERS
+
+    named = [(s.name, t) for s in list_students() for t in s.teachers]
+    assert {name for name, _ in named} == {s.name for s in list_students()}
+    assert all(t in REFERENCE_TEACHERS for _, t in named)
+    with pytest.raises(ConfigError, match="teachers must be a list of reference teacher names"):
+        StudentSpec("x", "", {"arch": "bert"}, {"arch": "bert"}, teachers="clip-vit-b32")
+
+
+def test_camera_students_cost_less_and_inherit_what_their_families_allow():
+    from vledge.compress.students.reference import measure, measure_teacher
+
+    teacher = measure_teacher("tiny-clip-224")
+    vit, cnn = measure(get_student("camera-vit-shrink"), "tiny-clip-224"), measure(get_student("camera-resnet18-shrink-text"), "tiny-clip-224")
+    assert vit.inherits == ("image", "text") and cnn.inherits == ("text",)
+    assert vit.image_size == 224 and vit.params < teacher.params and vit.image_macs < teacher.image_macs
+    assert 0 < vit.text_macs < teacher.text_macs and cnn.text_macs == vit.text_macs
+
+
+def test_flop_counter_gives_the_macs_of_a_linear_tower():
+    from vledge.compress.students.reference import REFERENCE_TEACHERS, tower_macs
+
+    tower = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 224 * 224, 7, bias=False))
+    assert tower_macs(tower, "image", REFERENCE_TEACHERS.get("tiny-clip-224")) == 3 * 224 * 224 * 7
+
+
+def test_camera_vit_student_starts_from_the_224_px_teachers_weights(tmp_path):
+    from test_camera_teachers import camera_teachers
+
+    script = camera_teachers()
+    teacher = load_teacher(script.build_teacher(script.TEST_TEACHER, tmp_path))
+    assert default_student(teacher) == DEFAULT_CAMERA_STUDENT == "camera-vit-shrink"
+    student = build_student(DEFAULT_CAMERA_STUDENT, teacher)
+    record = student.source["inherited"]["image"]
+    assert record["family_match"] and record["fresh"] == [] and record["sliced"]
+    key = "backbone.vision_model.embeddings.patch_embedding.weight"
+    assert torch.equal(student.image_tower.state_dict()[key], teacher.image_tower.state_dict()[key][:16])
+    image, text = embed(student)
+    assert image.shape == (2, 16) and text.shape == (2, 16)
+
+
+def test_cli_lists_each_students_cost_on_its_teachers(capsys, monkeypatch):
+    from vledge.cli import main
+    from vledge.compress.students import reference
+
+    def fake(spec, teacher):
+        return reference.StudentCost(teacher, 224, 2_500_000, 480_000_000, 380_000_000, ("text",))
+
+    monkeypatch.setattr(reference, "measure", fake)
+    monkeypatch.setattr(reference, "measure_teacher", lambda name: fake(None, name))
+    assert main(["students"]) == 0
+    out = capsys.readouterr().out
+    assert ("camera-resnet18-shrink-text\n" in out and
+            "  on clip-vit-b32 (224 px): 2.50M params, 0.480 GMACs an image, 0.380 GMACs a prompt; inherits text" in out)
+    assert "  the teacher clip-vit-b16 itself: 2.50M params" in out

@@ -50,7 +50,7 @@ def test_a_lora_teacher_counts_its_base_and_its_adapter(tmp_path):
 def test_teacher_is_listed_and_is_not_an_architecture(capsys):
     from vledge.cli import main
 
-    assert main(["students"]) == 0
+    assert main(["students", "--no-cost"]) == 0
     assert capsys.readouterr().out.startswith("teacher\n  the teacher's own towers, no distillation")
     with pytest.raises(ConfigError, match="student 'teacher' is the teacher itself, not an architecture to build"):
         get_student(TEACHER)

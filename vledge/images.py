@@ -29,6 +29,13 @@ Image.MAX_IMAGE_PIXELS = 50_000_000
 # Past this many pixels after the resize, only the band the crop keeps is resized: a 1 x 40,000 strip
 # (a tiny file) would otherwise become a 224 x 8,960,000 image (19 GB, 40 s).
 RESIZE_PIXEL_BUDGET = 16_000_000
+# The fast path's box average: blocks of at most FAST_MAX_BLOCK x FAST_MAX_BLOCK pixels, leaving the bicubic
+# resize at least FAST_REDUCING_GAP to do (Pillow's ``reducing_gap``). A 1920x1080 frame for a 224-px tower is
+# averaged in 3x3 blocks; for a 28-px tower in 8x8 blocks, since the box's softer filter moved the top-1 of a
+# 28-px model on 0.9% of 1080p frames with 25x25 blocks and 0.2% with 8x8 ones (benchmarks/camera_frames.py).
+FAST_REDUCING_GAP = 1.5
+FAST_MAX_BLOCK = 8
+FAST_MIN_EDGE = 720  # camera frames (720p and up) take the fast path; photos under it resize exactly as CLIP does
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,14 @@ def _decode(stream, name: str) -> Image.Image:
         raise ImageDecodeError(name, f"{type(exc).__name__}: {exc}") from None
 
 
-def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """Shortest edge to ``resize_to`` (Hugging Face CLIP's rounding), then a centre crop. Returns HWC uint8."""
+def resize_and_crop(img: Image.Image, spec: PreprocessSpec, *, exact: bool = False) -> np.ndarray:
+    """Shortest edge to ``resize_to`` (Hugging Face CLIP's rounding), then a centre crop. Returns HWC uint8.
+
+    Camera-sized images take ``fast_crop`` unless ``exact`` (the reference the fast path is measured against).
+    """
+    fast = None if exact else fast_crop(img, spec)
+    if fast is not None:
+        return fast
     target = spec.resize_to or spec.image_size
     crop = spec.image_size
     w, h = img.size
@@ -184,6 +197,63 @@ def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         h, w = arr.shape[:2]
     top, left = (h - crop) // 2, (w - crop) // 2
     return arr[top : top + crop, left : left + crop]
+
+
+def _crop_box(w: int, h: int, spec: PreprocessSpec) -> tuple[tuple[float, float, float, float], float]:
+    """The source rectangle that ``resize_and_crop`` turns into its centre crop, and its downscale factor
+    (source pixels per output pixel along the shortest edge)."""
+    target, crop = spec.resize_to or spec.image_size, spec.image_size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = target, int(target * long / short)
+    first_short, first_long = (new_short - crop) // 2, (new_long - crop) // 2
+    scale_short, scale_long = short / new_short, long / new_long
+    along_short = (first_short * scale_short, (first_short + crop) * scale_short)
+    along_long = (first_long * scale_long, (first_long + crop) * scale_long)
+    x, y = (along_short, along_long) if w <= h else (along_long, along_short)
+    return (x[0], y[0], x[1], y[1]), scale_short
+
+
+def fast_crop(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarray | None:
+    """The fast path for a camera-sized image (an RGB PIL image or HWC uint8 array of ``FAST_MIN_EDGE`` pixels
+    or more on its short side, such as a 1920x1080 frame): only the pixels under the centre crop, and the filter's
+    reach, go to Pillow, which box-averages them by an integer factor before the exact resize. Returns HWC uint8
+    at the tower's size, or None where the exact path applies: smaller images, images under ``2 *
+    FAST_REDUCING_GAP`` times the tower's size, crops that would pad, arrays that are not HWC RGB uint8.
+
+    The average changes what the bicubic filter sees only below its own reach: a few levels from the exact path
+    on photos (``tests/test_images.py``); the top-1 agreement is measured by ``benchmarks/camera_frames.py``.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            return None
+        h, w = image.shape[:2]
+    elif isinstance(image, Image.Image) and image.mode == "RGB":
+        w, h = image.size
+    else:
+        return None
+    if min(w, h) < FAST_MIN_EDGE or (spec.resize_to or spec.image_size) < spec.image_size:
+        return None
+    box, scale = _crop_box(w, h, spec)
+    block = min(int(scale / FAST_REDUCING_GAP), FAST_MAX_BLOCK)
+    if block < 2:
+        return None
+    # Bicubic reads two output pixels either side; a block of the average adds one more reduced pixel.
+    reach = 3 * scale
+    x0, y0 = max(0, int(box[0] - reach)), max(0, int(box[1] - reach))
+    x1, y1 = min(w, int(np.ceil(box[2] + reach))), min(h, int(np.ceil(box[3] + reach)))
+    if isinstance(image, np.ndarray) and image.flags.c_contiguous:
+        # Pillow reads the region's rows in place (a row stride), one copy fewer than slicing it out first.
+        start = (y0 * w + x0) * 3
+        region = Image.frombuffer("RGB", (x1 - x0, y1 - y0), memoryview(image.reshape(-1))[start:], "raw", "RGB", w * 3, 1)
+    elif isinstance(image, np.ndarray):
+        region = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    else:
+        region = image.crop((x0, y0, x1, y1))
+    # The margin is wider than a block and the filter's reach, so the partial blocks at its edges are never read.
+    inner = ((box[0] - x0) / block, (box[1] - y0) / block, (box[2] - x0) / block, (box[3] - y0) / block)
+    size = (spec.image_size, spec.image_size)
+    out = region.reduce(block).resize(size, resample=_RESAMPLE[spec.interpolation], box=inner, reducing_gap=None)
+    return np.asarray(out, dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=16)
@@ -287,7 +357,12 @@ def preprocess(images: ImageInput | Sequence[ImageInput], spec: PreprocessSpec) 
         return normalize(items[0][None], spec)
     if all(_at_size(im, spec) and im.shape == items[0].shape for im in items):
         return normalize(np.stack(items), spec)
-    return normalize(np.stack([resize_and_crop(open_image(im), spec) for im in items]), spec)
+    return normalize(np.stack([_resized(im, spec) for im in items]), spec)
+
+
+def _resized(image, spec: PreprocessSpec) -> np.ndarray:
+    fast = fast_crop(image, spec) if isinstance(image, np.ndarray) else None
+    return fast if fast is not None else resize_and_crop(open_image(image), spec)
 
 
 def preprocess_uint8_batch(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

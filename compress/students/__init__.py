@@ -28,6 +28,12 @@ SPEC_DIR = Path(__file__).parent
 # top-1 0.863 after 4 epochs of 20k images (~4 min on two cores), 0.868 after 10, the teacher's 0.867.
 DEFAULT_STUDENT = "narrow-resnet18-bert2"
 DEFAULT_CLIP_STUDENT = "clip-shrink-half"
+# CLIP teachers at camera size (224 px): measured on the ViT-B/32 configuration's random weights with real photos
+# (benchmarks/camera_int8_students.py): static INT8 keeps cosine 0.9998 to FP32 and runs 3.9x faster at batch 8,
+# at 0.42 GMACs an image (clip-shrink-half: 0.9998, 2.9x, 0.60 GMACs). Accuracy after distillation at this size is
+# unmeasured until a GPU run (benchmarks/device_checks.sh) trains the teacher.
+DEFAULT_CAMERA_STUDENT = "camera-vit-shrink"
+CAMERA_IMAGE_SIZE = 160  # CLIP teachers from this input size up get the camera student
 # Not a registry entry: the teacher's own towers, exported and quantized without distillation.
 TEACHER = "teacher"
 TEACHER_DESCRIPTION = ("the teacher's own towers, no distillation: exported and quantized for the target, "
@@ -37,13 +43,15 @@ _CLIP_ARCHS = ("clip-text", "clip-vision")
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """A student architecture: two tower entries and whether to inherit weights from the teacher."""
+    """A student architecture: two tower entries, whether to inherit weights from the teacher, and the
+    reference teachers it is sized for (``vledge students`` shows its cost on each, see ``reference``)."""
 
     name: str
     description: str
     image_tower: dict = field(default_factory=dict)
     text_tower: dict = field(default_factory=dict)
     inherit: bool = True
+    teachers: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.name:
@@ -55,9 +63,12 @@ class StudentSpec:
                     f"student {self.name!r}: {side} must be a tower config with an 'arch', "
                     f"or {{'shrink': {{'depth': ..., 'width': ...}}}}; got {entry!r}"
                 )
+        if isinstance(self.teachers, str) or not all(isinstance(t, str) and t for t in self.teachers):
+            raise ConfigError(f"student {self.name!r}: teachers must be a list of reference teacher names, got {self.teachers!r}")
+        object.__setattr__(self, "teachers", tuple(self.teachers))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "teachers": list(self.teachers)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StudentSpec":
@@ -98,7 +109,9 @@ def get_student(name: str) -> StudentSpec:
 def default_student(teacher) -> str:
     """The registered student to use for ``teacher`` when none is named."""
     archs = {teacher.image_tower.config.get("arch"), teacher.text_tower.config.get("arch")}
-    return DEFAULT_CLIP_STUDENT if archs & set(_CLIP_ARCHS) else DEFAULT_STUDENT
+    if not archs & set(_CLIP_ARCHS):
+        return DEFAULT_STUDENT
+    return DEFAULT_CAMERA_STUDENT if teacher.preprocess.image_size >= CAMERA_IMAGE_SIZE else DEFAULT_CLIP_STUDENT
 
 
 def build_student(spec: StudentSpec | str, teacher, *, seed: int = 0):
@@ -160,6 +173,6 @@ def _inherit_summary(info: dict) -> str:
 
 
 __all__ = [
-    "DEFAULT_CLIP_STUDENT", "DEFAULT_STUDENT", "STUDENTS", "TEACHER", "TEACHER_DESCRIPTION", "StudentSpec", "build_student", "count_parameters",
+    "CAMERA_IMAGE_SIZE", "DEFAULT_CAMERA_STUDENT", "DEFAULT_CLIP_STUDENT", "DEFAULT_STUDENT", "STUDENTS", "TEACHER", "TEACHER_DESCRIPTION", "StudentSpec", "build_student", "count_parameters",
     "default_student", "get_student", "list_students",
 ]

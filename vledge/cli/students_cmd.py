@@ -1,4 +1,4 @@
-"""`vledge students`: the registry of student architectures."""
+"""`vledge students`: the registry of student architectures, with their cost on the teachers they are sized for."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from vledge.cli.options import add_json_flag, emit_json, json_on_stdout
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("students", help="list the registered student architectures")
+    p = sub.add_parser("students", help="list the registered student architectures, their parameters and MACs")
+    p.add_argument("--no-cost", action="store_true",
+                   help="skip the parameter and MAC counts (they build every student on torch's meta device)")
     add_json_flag(p, "the students")
     p.set_defaults(handler=run)
 
@@ -18,20 +20,59 @@ def _tower(entry: dict) -> str:
     return f"{entry['arch']}({extras})" if extras else entry["arch"]
 
 
-def run(args) -> int:
-    from vledge.compress.students import DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION, list_students
+def _cost_line(cost, label: str) -> str:
+    inherits = "+".join(cost.inherits) or "nothing"
+    return (f"  on {label} ({cost.image_size} px): {cost.params / 1e6:.2f}M params, "
+            f"{cost.image_macs / 1e9:.3f} GMACs an image, {cost.text_macs / 1e9:.3f} GMACs a prompt; "
+            f"inherits {inherits}")
 
-    rows = [{"name": TEACHER, "description": TEACHER_DESCRIPTION}]
-    for spec in list_students():
+
+
+def _cost(cost) -> dict:
+    return {"image_size": cost.image_size, "params": cost.params, "image_macs": cost.image_macs,
+            "text_macs": cost.text_macs, "inherits": list(cost.inherits)}
+
+
+def _json_rows(specs, measure, measure_teacher, defaults: dict) -> list[dict]:
+    from vledge.compress.students import TEACHER, TEACHER_DESCRIPTION
+
+    teachers = sorted({t for spec in specs for t in spec.teachers})
+    rows = [{"name": TEACHER, "description": TEACHER_DESCRIPTION,
+             "teachers": {t: _cost(measure_teacher(t)) for t in teachers} if measure else None}]
+    for spec in specs:
         rows.append({"name": spec.name, "description": spec.description, "image": _tower(spec.image_tower),
-                     "text": _tower(spec.text_tower), "inherit": spec.inherit,
-                     "default": spec.name == DEFAULT_STUDENT, "default_for_clip": spec.name == DEFAULT_CLIP_STUDENT})
-    emit_json(args, rows)
+                     "text": _tower(spec.text_tower), "inherit": spec.inherit, "default": defaults.get(spec.name),
+                     "cost": {t: _cost(measure(spec, t)) for t in spec.teachers} if measure else None})
+    return rows
+
+
+def run(args) -> int:
+    from vledge.compress.students import (
+        CAMERA_IMAGE_SIZE, DEFAULT_CAMERA_STUDENT, DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION,
+        list_students,
+    )
+
+    measure = measure_teacher = None
+    if not args.no_cost:
+        from vledge.compress.students.reference import measure, measure_teacher
+
+    specs = list_students()
+    defaults = {DEFAULT_STUDENT: "default", DEFAULT_CLIP_STUDENT: f"default for CLIP under {CAMERA_IMAGE_SIZE} px",
+                DEFAULT_CAMERA_STUDENT: f"default for CLIP from {CAMERA_IMAGE_SIZE} px"}
+    emit_json(args, _json_rows(specs, measure, measure_teacher, defaults))
     if json_on_stdout(args):
         return 0
     print(f"{TEACHER}\n  {TEACHER_DESCRIPTION}")
-    for spec in list_students():
-        default = " [default]" if spec.name == DEFAULT_STUDENT else " [default for CLIP]" if spec.name == DEFAULT_CLIP_STUDENT else ""
+    if measure is not None:
+        for name in sorted({t for spec in specs for t in spec.teachers}):
+            cost = measure_teacher(name)
+            print(f"  the teacher {name} itself: {cost.params / 1e6:.2f}M params, {cost.image_macs / 1e9:.3f} GMACs an "
+                  f"image, {cost.text_macs / 1e9:.3f} GMACs a prompt ({cost.image_size} px)")
+    for spec in specs:
+        default = f" [{defaults[spec.name]}]" if spec.name in defaults else ""
         print(f"{spec.name}{default}\n  {spec.description}\n  image: {_tower(spec.image_tower)}\n"
               f"  text:  {_tower(spec.text_tower)}\n  inherit weights: {'yes' if spec.inherit else 'no'}")
+        if measure is not None:
+            for teacher in spec.teachers:
+                print(_cost_line(measure(spec, teacher), teacher))
     return 0
