@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 from vledge.cli.options import add_json_flag, emit_json, json_on_stdout
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -53,7 +58,9 @@ def run(args) -> int:
     )
 
     measure = measure_teacher = None
-    if not args.no_cost:
+    if not args.no_cost and importlib.util.find_spec("torch") is None:
+        log.info("students: parameter and MAC counts need torch (pip install \"vledge[compress]\"); listing without them")
+    elif not args.no_cost:
         from vledge.compress.students.reference import measure, measure_teacher
 
     specs = list_students()
