@@ -68,7 +68,7 @@ def test_digits_split_is_fixed_and_disjoint(digits):
 
 def test_digits_without_sklearn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
-    with pytest.raises(MissingDependencyError, match=r'sklearn.datasets is not installed.*vledge\[test\]'):
+    with pytest.raises(MissingDependencyError, match=r'sklearn.datasets is not installed.*vledge\[digits\]'):
         Digits("train")
 
 

@@ -215,7 +215,7 @@ def test_cli_refuses_pickles_cleanly_and_allow_pickle_opts_in(clip, tmp_path, ca
     assert_clean_failure(refused, "eval", "holds only pickle weights (pytorch_model.bin)", "(--allow-pickle)")
     assert main(["-q", "eval", str(clip), "--data", "digits", "--max-samples", "8", "--allow-pickle",
                  "--json", str(tmp_path / "metrics.json")]) == 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["n"] == 8
+    assert json.loads((tmp_path / "metrics.json").read_text())["images"] == 8
 
 
 def test_torch_runtime_takes_the_opt_in_too(clip):

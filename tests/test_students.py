@@ -140,8 +140,9 @@ def test_full_size_shrink_inherits_everything_and_matches_the_teacher(image):
     for side in ("image", "text"):
         record = student.source["inherited"][side]
         assert record["family_match"] and record["sliced"] == [] and record["fresh"] == []
-    for got, want in zip(embed(student), embed(teacher)):
-        assert torch.equal(got, want)
+    (image, text), (teacher_image, teacher_text) = embed(student), embed(teacher)
+    assert len(image) and len(text)
+    assert torch.equal(image, teacher_image) and torch.equal(text, teacher_text)
 
 
 def test_bert_inheritance_picks_layers_and_slices_whole_heads(vit_teacher):
@@ -243,8 +244,9 @@ def test_clip_shrink_derives_a_smaller_hf_config(clip_teacher):
 
 def test_clip_full_size_shrink_matches_the_teacher(clip_teacher):
     student = build_student(spec(shrink(1, 1), shrink(1, 1)), clip_teacher)
-    for got, want in zip(embed(student), embed(clip_teacher)):
-        assert torch.allclose(got, want, atol=1e-6)
+    (image, text), (teacher_image, teacher_text) = embed(student), embed(clip_teacher)
+    assert len(image) and len(text)
+    assert torch.allclose(image, teacher_image, atol=1e-6) and torch.allclose(text, teacher_text, atol=1e-6)
 
 
 # --- save and reload
@@ -256,8 +258,9 @@ def test_student_round_trips_through_a_checkpoint(teacher_name, tmp_path, resnet
     student = build_student(default_student(teacher), teacher)
     loaded = load_dual_encoder(save_dual_encoder(student, tmp_path / "student"))
     assert loaded.image_tower.config == student.image_tower.config
-    for got, want in zip(embed(loaded), embed(student)):
-        assert torch.equal(got, want)
+    (image, text), (student_image, student_text) = embed(loaded), embed(student)
+    assert len(image) and len(text)
+    assert torch.equal(image, student_image) and torch.equal(text, student_text)
     assert math.isclose(loaded.logit_scale.item(), student.logit_scale.item())
 
 

@@ -71,7 +71,7 @@ TARGETS: Registry[TargetSpec] = Registry("target")
 for _spec in (
     TargetSpec(
         name="cpu",
-        description="any x86/ARM CPU through ONNX Runtime; INT8 chosen per tower by measurement: image static QOperator, text dynamic",
+        description="any x86/ARM CPU through ONNX Runtime; static INT8 per tower: image QOperator U8S8, text MatMul and Gather (batch-invariant)",
         export_format="onnx", precision="int8", quantization="ort-cpu", static_shapes=False,
         chain=(Placement("onnxruntime", "cpu"),), extra="onnx", bench=True,
     ),
