@@ -132,7 +132,10 @@ def workspace(tmp_path_factory):
     (root / "benchmarks").mkdir()
     (root / "benchmarks" / "samples").symlink_to(ROOT / "benchmarks" / "samples")
     rng = np.random.default_rng(0)
-    image = lambda path: Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)  # noqa: E731
+
+    def image(path):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)
+
     image(root / "photo.jpg")
     (root / "img").mkdir()
     rows = ["path,caption"]
@@ -181,9 +184,8 @@ def test_the_slow_commands_run(tmp_path):
     from tiny_clip import make_tiny_clip_folder
 
     make_tiny_clip_folder(tmp_path / "my-clip")
-    rows = ["path,caption"] + [f"{ROOT}/benchmarks/samples/{p.name},a photo of a {p.stem}."
-                               for p in sorted((ROOT / "benchmarks" / "samples").glob("*.png"))]
-    (tmp_path / "captions.csv").write_text("\n".join(rows * 8) + "\n")
+    rows = [f"{p},a photo of a {p.stem}." for p in sorted((ROOT / "benchmarks" / "samples").glob("*.png"))]
+    (tmp_path / "captions.csv").write_text("\n".join(["path,caption"] + rows * 8) + "\n")
     # scripts/test.sh runs this very test file: running it from here would recurse.
     runnable = [c for c in COMMANDS if c != "bash scripts/test.sh"
                 and (not c.startswith("vledge ") or subcommand(c) in {"train", "compress"})]
