@@ -125,9 +125,9 @@ def run_loop(task: Task, config: LoopConfig) -> LoopState:
             "seconds": time.perf_counter() - started, "images_per_second": seen / max(train_seconds, 1e-9),
         })
         _after_epoch(task, config, state, metric, best, (optimizer, scheduler))
-        log.info("%s epoch %d/%d: loss %s, %s %.4f (best %.4f, epoch %d), %.0f s", config.desc, state.epoch,
-                 config.epochs, {k: round(v, 4) for k, v in losses.items()}, task.metric_name, metric, state.best,
-                 state.best_epoch, state.history[-1]["seconds"])
+        log.info("%s epoch %d/%d: loss %s; %s %.4f (best %.4f, epoch %d), %.0f s", config.desc, state.epoch,
+                 config.epochs, ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), task.metric_name, metric,
+                 state.best, state.best_epoch, state.history[-1]["seconds"])
     if hasattr(bar, "close"):
         bar.close()
     best.restore()
