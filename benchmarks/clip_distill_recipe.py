@@ -1,13 +1,17 @@
-"""Why distillation from a CLIP teacher made the inherited ``clip-shrink-half`` student worse, and which recipe
-does not. Knobs at the top; run from the repository root:
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/clip_distill_recipe.py [--quick]
-(a) builds a transformers-made CLIPModel teacher folder (benchmarks/clip_teacher.py), trains it on
+"""How the default ``clip-shrink-half`` student distils from a transformers-made CLIP teacher under recipe
+variants (learning rate, warm-up, temperature, loss weights, frozen embeddings, inheritance on or off), and how
+good it is right after weight inheritance. Knobs at the top; run from the repository root:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/clip_distill_recipe.py [--quick] [--teacher p4] [--full-length]
+        [--variants NAME ...]
+(a) builds a CLIPModel teacher folder with save_pretrained (benchmarks/clip_teacher.py), trains it on
     Fashion-MNIST and caches it under ~/.cache/vledge/clip-recipe/;
-(b) builds the default student with ``build_student``, scores it right after inheritance against other layer
-    and width choices, then distils it with ``distill`` under each recipe variant and records the held-out
-    agreement per epoch, and the student's zero-shot top-1 and agreement on the test split.
-Writes benchmarks/results/clip_distill_recipe.json. The teacher's outputs are computed once and served to
-every variant through ``distill``'s ``teacher_forward`` (distillation applies no pixel augmentation).
+(b) builds the default student with ``build_student``, scores it right after inheritance against the other
+    layer choices and against depth-only and width-only shrinking, then distils it with ``distill`` under each
+    variant: held-out agreement per epoch, then zero-shot top-1 and agreement with the teacher on test images.
+Short runs distil a pool of DISTILL_IMAGES for EPOCHS epochs; ``--full-length`` keeps DistillConfig's own
+epochs, images and early stopping. Results go to benchmarks/results/clip_distill_recipe.json under the
+teacher's name (" quick" appended for --quick). The teacher's outputs are computed once and served to every
+variant through ``distill``'s ``teacher_forward`` (distillation applies no pixel augmentation).
 """
 
 from __future__ import annotations
@@ -255,9 +259,7 @@ def main() -> None:
         print(f"inherited, {name:30s} {row}", flush=True)
     if args.full_length:
         base, prefix = {}, "full length: "
-        pool = Subset(train_data, split_indices(len(train_data), DistillConfig())[0].tolist()
-                      + split_indices(len(train_data), DistillConfig())[1].tolist())
-        pool = Subset(train_data, np.sort(pool.indices))
+        pool = Subset(train_data, np.sort(np.concatenate(split_indices(len(train_data), DistillConfig()))))
     else:
         base, prefix = {"epochs": EPOCHS, "max_samples": None, "val_fraction": VAL_FRACTION, "patience": None}, ""
         pool = Subset(train_data, np.sort(np.random.default_rng(1).permutation(len(train_data))[:DISTILL_IMAGES]))
@@ -277,19 +279,20 @@ def main() -> None:
         "student": spec_name, "inherited": inheritance, "variants": variants,
         "seconds": round(time.perf_counter() - started, 1), "quick": args.quick,
     }
-    if not args.quick:
-        _record(args.teacher, result)
+    _record(args.teacher + (" quick" if args.quick else ""), result)
     print(json.dumps({k: result[k] for k in ("teacher", "seconds")}, indent=2))
 
 
 def _record(teacher: str, result: dict) -> None:
-    """Into OUT under the teacher's name; variants already recorded for that teacher and not rerun are kept."""
-    runs = json.loads(OUT.read_text()).get("runs", {}) if OUT.is_file() else {}
+    """Into OUT under the teacher's name; variants already recorded for that teacher and not rerun are kept, and
+    whatever else OUT holds (the compress_cli runs, recorded by hand from `vledge compress --report`)."""
+    recorded = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    runs = recorded.setdefault("runs", {})
     earlier = runs.get(teacher, {}).get("variants", {})
     result["variants"] = {**earlier, **result["variants"]}
     runs[teacher] = result
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    OUT.write_text(json.dumps(recorded, indent=2) + "\n")
 
 
 if __name__ == "__main__":
