@@ -264,7 +264,6 @@ def main() -> None:
         base, prefix = {"epochs": EPOCHS, "max_samples": None, "val_fraction": VAL_FRACTION, "patience": None}, ""
         pool = Subset(train_data, np.sort(np.random.default_rng(1).permutation(len(train_data))[:DISTILL_IMAGES]))
     teacher_forward = PrecomputedTeacher(teacher, pool)
-    train_idx, val_idx = split_indices(len(pool), DistillConfig(**base))
     variants = {prefix + name: run_variant(prefix + name, *VARIANTS[name], teacher, pool, teacher_forward, test, spec_name, base)
                 for name in names}
     result = {
@@ -274,13 +273,23 @@ def main() -> None:
         "machine_note": "2 cores shared with 7 other helpers' work (tests, builds) during the run",
         "teacher": {"name": args.teacher, "folder": str(teacher_dir(args.teacher)), "training": teacher_info, "test_top1": round(test.teacher_top1, 4),
                     "logit_scale": round(float(teacher.logit_scale.detach().exp()), 2), "test_images": TEST_IMAGES},
-        "distill_data": {"pool": len(pool), "train": len(train_idx), "held_out": len(val_idx), "epochs": EPOCHS,
-                         "batch_size": DistillConfig().batch_size},
+        "distill_data": _distill_data(len(train_data)),
         "student": spec_name, "inherited": inheritance, "variants": variants,
         "seconds": round(time.perf_counter() - started, 1), "quick": args.quick,
     }
     _record(args.teacher + (" quick" if args.quick else ""), result)
     print(json.dumps({k: result[k] for k in ("teacher", "seconds")}, indent=2))
+
+
+def _distill_data(n_train: int) -> dict:
+    """The images and epochs behind each kind of variant (full-length ones are named so)."""
+    short = DistillConfig(max_samples=None, val_fraction=VAL_FRACTION)
+    train, held = split_indices(DISTILL_IMAGES, short)
+    full_train, full_held = split_indices(n_train, DistillConfig())
+    return {"short": {"pool": DISTILL_IMAGES, "train": len(train), "held_out": len(held), "epochs": EPOCHS},
+            "full length": {"train": len(full_train), "held_out": len(full_held), "epochs": DistillConfig().epochs,
+                            "max_samples": DistillConfig().max_samples, "patience": DistillConfig().patience},
+            "batch_size": DistillConfig().batch_size}
 
 
 def _record(teacher: str, result: dict) -> None:
