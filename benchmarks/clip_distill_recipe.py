@@ -40,7 +40,8 @@ from vledge.data.base import Subset  # noqa: E402
 from vledge.models import load_teacher  # noqa: E402
 
 CACHE = Path.home() / ".cache/vledge/clip-recipe"
-# name -> (CLIPModel shape, its training). "p4" is a weaker teacher (shorter training, 8 x 8 patches).
+# name -> (CLIPModel shape, its training). "p8": 8 px patches (a 4 x 4 grid); "p4": 4 px patches (8 x 8), trained
+# less, so a weaker teacher.
 TEACHERS = {
     "p8": ({"width": 128, "layers": 4, "heads": 4, "patch": 8, "image_size": 32, "embed_dim": 64, "seed": 0},
            {"images": 20000, "epochs": 3, "batch_size": 128, "lr": 1e-3, "contrastive_weight": 0.1, "seed": 0}),
