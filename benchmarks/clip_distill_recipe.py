@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from clip_teacher import train_teacher, write_untrained_folder  # noqa: E402
 
-from vledge.compress.distill import DistillConfig, distill, split_indices  # noqa: E402
+from vledge.compress.distil import DistillConfig, distill, split_indices  # noqa: E402
 from vledge.compress.students import StudentSpec, build_student, default_student, get_student  # noqa: E402
 from vledge.compress.students.inherit import inherit_tower_  # noqa: E402
 from vledge.cpu import host_cpu  # noqa: E402
