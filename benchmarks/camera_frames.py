@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from camera_rows import median_ms
 
 FRAME = (1920, 1080)
 
@@ -36,16 +36,6 @@ def exact_pixels(frame: np.ndarray, spec) -> np.ndarray:
     from vledge.images import normalize, open_image, resize_and_crop
 
     return normalize(resize_and_crop(open_image(frame), spec, exact=True)[None], spec)
-
-
-def median_ms(fn, repeats: int = 15) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 2)
 
 
 def agreement(model, data, count: int, seed: int = 0) -> dict:
@@ -77,7 +67,7 @@ def agreement(model, data, count: int, seed: int = 0) -> dict:
 def timing(spec, frame: np.ndarray) -> dict:
     from vledge.images import preprocess
 
-    exact, fast = median_ms(lambda: exact_pixels(frame, spec)), median_ms(lambda: preprocess(frame, spec))
+    exact, fast = median_ms(lambda: exact_pixels(frame, spec), 15), median_ms(lambda: preprocess(frame, spec), 15)
     return {"preprocess_exact_ms": exact, "preprocess_fast_ms": fast, "speedup": round(exact / fast, 1)}
 
 

@@ -135,10 +135,14 @@ def _openvino_runner(path: str, threads: int):
     compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                                   "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    names = {port.get_any_name() for port in compiled.inputs}
+    # An input may carry several tensor names (``get_any_name`` can give an inner one): match any of them.
+    names = {name for port in compiled.inputs for name in port.get_names()}
 
     def run(feeds):
-        return request.infer({k: v for k, v in feeds.items() if k in names})
+        given = {k: v for k, v in feeds.items() if k in names}
+        if len(given) != len(compiled.inputs):
+            raise ValueError(f"{path}: inputs {sorted(names)}, got {sorted(feeds)}")
+        return request.infer(given)
 
     shape = compiled.inputs[0].get_partial_shape()
     run.size = shape[-1].get_length() if shape[-1].is_static else 224
