@@ -38,6 +38,7 @@ class _Recorder:
 
     def add(self, name: str, summary: str, started: float, *, reused: bool = False, details: dict | None = None) -> None:
         details = {k: v for k, v in (details or {}).items() if k not in ("summary", "key")}
+        summary = summary.removeprefix(f"{name}: ")  # a stage report that names itself is named once
         record = StageRecord(name, summary, round(time.perf_counter() - started, 1), reused, details)
         self.report.stages.append(record)
         log.info("%s: %s%s", name, summary, " (resumed)" if reused else "")

@@ -83,7 +83,7 @@ def distilled_student(teacher, train_data, distill_config, *, student: str | Non
         return model, done, True
     model = build_student(name, teacher, seed=seed)
     report, cached = distill_with_cache(model, teacher, train_data, distill_config, cache_dir, teacher_id)
-    record = {"summary": f"student {name} ({describe_model(model)}): {report.summary()}{cached}", "student": name,
+    record = {"summary": f"student {name} ({describe_model(model)}): {report.summary().removeprefix('distil: ')}{cached}", "student": name,
               "report": report.to_dict()}
     if distributed.is_main():
         folder = work.start("distill")

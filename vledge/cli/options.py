@@ -25,6 +25,8 @@ class HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if default in (None, False, argparse.SUPPRESS) or "default" in text or "%(default)" in text:
             return text
+        if action.nargs == 0:  # a switch (store_true/store_false): its default is its absence
+            return text
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text
         return f"{text} (default: %(default)s)"
