@@ -37,12 +37,17 @@ def test_every_default_is_shown_in_help():
     for name, p in parsers.items():
         formatter = p._get_formatter()
         for action in p._actions:
-            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-                continue
+            if action.default in (None, False, argparse.SUPPRESS) or not action.option_strings or action.nargs == 0:
+                continue  # a switch's default is its absence
             help_text = formatter._expand_help(action) if action.help else ""
             assert str(action.default) in help_text or "default" in help_text, (name, action.dest, help_text)
             shown += 1
     assert shown > 25
+
+
+def test_a_switch_shows_no_default():
+    _, parsers = commands()
+    assert "(default" not in parsers["bench"].format_help().split("--no-scaling", 1)[1].split("--", 1)[0]
 
 
 @pytest.mark.parametrize("argv, verbosity", [

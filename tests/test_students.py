@@ -1,5 +1,6 @@
 """Student registry, tower shrinking and weight inheritance, on tiny seeded teachers."""
 
+import json
 import math
 
 import pytest
@@ -331,3 +332,24 @@ def test_cli_lists_each_students_cost_on_its_teachers(capsys, monkeypatch):
     assert ("camera-resnet18-shrink-text\n" in out and
             "  on clip-vit-b32 (224 px): 2.50M params, 0.480 GMACs an image, 0.380 GMACs a prompt; inherits text" in out)
     assert "  the teacher clip-vit-b16 itself: 2.50M params" in out
+
+
+# --- ranking for a teacher folder
+
+
+def test_students_ranked_for_a_clip_folder_cheapest_image_tower_first(clip_teacher, tmp_path, capsys):
+    from vledge.cli import main
+    from vledge.compress.students.ranking import rank_students
+    from tiny_clip import make_tiny_clip_folder
+
+    ranked = rank_students(clip_teacher, "int8")
+    fitting = [r for r in ranked if r.error is None]
+    assert len(fitting) >= 2 and any(r.error for r in ranked)  # vit-tiny-bert2: no patch size fits 30-px images
+    macs = [r.image_macs for r in fitting]
+    assert macs == sorted(macs) and all(m > 0 for m in macs)
+    assert all(r.size_bytes == r.params for r in fitting)  # one byte a weight at int8
+    assert ranked.index(fitting[-1]) < ranked.index(next(r for r in ranked if r.error))  # misfits last
+    assert main(["students", "--teacher", str(make_tiny_clip_folder(tmp_path / "clip")), "--target", "cuda",
+                 "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["precision"] == "fp16" and listed["students"][0]["estimated_size_bytes"] == 2 * listed["students"][0]["params"]

@@ -39,6 +39,7 @@ EXAMPLES = {
   vledge targets --json""",
     "students": """\
   vledge students
+  vledge students --teacher clip-folder/ --target jetson     # ranked for your teacher, cheapest first
   vledge students --json""",
     "watch": """\
   vledge watch runs/bundle video.mp4 --labels "a person,a car" --fps 5

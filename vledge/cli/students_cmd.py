@@ -14,8 +14,34 @@ def add_parser(sub) -> None:
     p = sub.add_parser("students", help="list the registered student architectures, their parameters and MACs")
     p.add_argument("--no-cost", action="store_true",
                    help="skip the parameter and MAC counts (they build every student on torch's meta device)")
+    p.add_argument("--teacher", default=None, metavar="DIR",
+                   help="rank the students for this teacher folder: each built from it, cheapest image tower first")
+    p.add_argument("--target", default="cpu", help="with --teacher: the target whose precision sizes the bundle")
     add_json_flag(p, "the students")
     p.set_defaults(handler=run)
+
+
+def _rank(args) -> int:
+    from vledge.compress.students.ranking import rank_students
+    from vledge.models import load_teacher
+    from vledge.targets import get_target
+
+    target = get_target(args.target)
+    teacher = load_teacher(args.teacher)
+    ranked = rank_students(teacher, target.precision)
+    emit_json(args, {"teacher": args.teacher, "target": target.name, "precision": target.precision,
+                     "image_size": teacher.preprocess.image_size, "students": [r.to_dict() for r in ranked]})
+    if json_on_stdout(args):
+        return 0
+    print(f"students for {args.teacher} ({teacher.preprocess.image_size} px), sized for {target.name} "
+          f"({target.precision}); latency estimated by MACs, cheapest image tower first:")
+    for r in ranked:
+        if r.error:
+            print(f"  {r.name}: does not fit ({r.error})")
+            continue
+        print(f"  {r.name}: {r.params / 1e6:.2f}M params, ~{r.size_bytes / 1e6:.1f} MB, {r.image_macs / 1e6:.1f} MMACs "
+              f"an image, {r.text_macs / 1e6:.1f} MMACs a prompt; inherits {'+'.join(r.inherits) or 'nothing'}")
+    return 0
 
 
 def _tower(entry: dict) -> str:
@@ -52,6 +78,8 @@ def _json_rows(specs, measure, measure_teacher, defaults: dict) -> list[dict]:
 
 
 def run(args) -> int:
+    if args.teacher:
+        return _rank(args)
     from vledge.compress.students import (
         CAMERA_IMAGE_SIZE, DEFAULT_CAMERA_STUDENT, DEFAULT_CLIP_STUDENT, DEFAULT_STUDENT, TEACHER, TEACHER_DESCRIPTION,
         list_students,
