@@ -101,6 +101,7 @@ def calls(f):
         ["compress", "--teacher", f["teacher"], "--target", "cpu", "--data", "digits", "--out", f"{r}/out"],
         ["check", b, "--teacher", f["teacher"], "--data", "digits"],
         ["eval", f["teacher"], "--data", "digits"],
+        ["bench", b, "--teacher", f["teacher"], "--rows", "none", "--data", "digits", "--out", f"{r}/bench"],
     ]
     works = [
         ["targets"],

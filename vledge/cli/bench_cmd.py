@@ -53,6 +53,8 @@ def _rows(text: str | None) -> list[str] | None:
 
 
 def run(args) -> int:
+    import torch  # noqa: F401  the teacher's rows and every variant the bench builds need it: say so before any row runs
+
     from vledge.bench import BenchConfig, bench
     from vledge.bench.measure import QUICK, Repetitions
     from vledge.bench.report import markdown_table
