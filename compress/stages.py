@@ -34,6 +34,17 @@ def finished_stage(work: WorkDir | None, stage: str, key: str) -> dict | None:
     return (record or {}) if distributed.broadcast_flag(record is not None) else None
 
 
+def save_finished_stage(work: WorkDir | None, stage: str, key: str, model, record: dict) -> None:
+    """The main process keeps a finished stage's model and record for ``--resume``; the other ranks write nothing."""
+    from vledge.models import save_dual_encoder
+    from vledge.train import distributed
+
+    if distributed.is_main():
+        folder = work.start(stage)
+        save_dual_encoder(model, folder / "model")
+        work.finish(stage, key, record)
+
+
 def teacher_cache_for(teacher, data, student, distill_config, cache_dir: str | None, teacher_id: str | None = None):
     """The teacher's outputs for one distillation, from ``cache_dir`` and filled ahead; None without one."""
     if not cache_dir:
@@ -68,7 +79,7 @@ def distilled_student(teacher, train_data, distill_config, *, student: str | Non
     only the main one (``work`` is None on the others) writes.
     """
     from vledge.compress.students import TEACHER, build_student, default_student
-    from vledge.models import load_dual_encoder, save_dual_encoder
+    from vledge.models import load_dual_encoder
     from vledge.train import distributed
 
     name = student or default_student(teacher)
@@ -83,12 +94,10 @@ def distilled_student(teacher, train_data, distill_config, *, student: str | Non
         return model, done, True
     model = build_student(name, teacher, seed=seed)
     report, cached = distill_with_cache(model, teacher, train_data, distill_config, cache_dir, teacher_id)
-    record = {"summary": f"student {name} ({describe_model(model)}): {report.summary().removeprefix('distil: ')}{cached}", "student": name,
+    summary = report.summary().removeprefix("distil: ")
+    record = {"summary": f"student {name} ({describe_model(model)}): {summary}{cached}", "student": name,
               "report": report.to_dict()}
-    if distributed.is_main():
-        folder = work.start("distill")
-        save_dual_encoder(model, folder / "model")
-        work.finish("distill", key, record)
+    save_finished_stage(work, "distill", key, model, record)
     return model, record, False
 
 

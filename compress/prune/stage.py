@@ -12,8 +12,8 @@ def pruned_student(student, teacher, train_data, config: PruneConfig, recovery, 
                    work: WorkDir | None = None, key: str = "", teacher_id: str | None = None):
     """Prune ``student`` in place with ``config``, recover it by distillation from ``teacher`` with
     ``recovery`` (a ``DistillConfig``); returns (student, record, reused)."""
-    from vledge.compress.stages import distill_with_cache, finished_stage
-    from vledge.models import load_dual_encoder, save_dual_encoder
+    from vledge.compress.stages import distill_with_cache, finished_stage, save_finished_stage
+    from vledge.models import load_dual_encoder
     from vledge.train import distributed
 
     done = finished_stage(work, "prune", key)
@@ -23,8 +23,5 @@ def pruned_student(student, teacher, train_data, config: PruneConfig, recovery, 
     report, cached = distill_with_cache(student, teacher, train_data, recovery, cache_dir, teacher_id)
     record = {"summary": f"{pruned.summary()}; recovery: {report.summary()}{cached}", "prune": pruned.to_dict(),
               "recovery": report.to_dict()}
-    if distributed.is_main():
-        folder = work.start("prune")
-        save_dual_encoder(student, folder / "model")
-        work.finish("prune", key, record)
+    save_finished_stage(work, "prune", key, student, record)
     return student, record, False
