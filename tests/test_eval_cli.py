@@ -67,8 +67,9 @@ def test_retrieval_keys_follow_recall_k(bundle, tmp_path):
                  "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())["metrics"]
     assert set(metrics) == {f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 3)}
-    # Each image's caption ties with its two copies, so it is never first however well it scores.
-    assert metrics["text_retrieval_recall@1"] == 0.0
+    # An image's caption ties with its copies and ranks behind the earlier ones: only images 0 and 1 hold
+    # their caption's first copy, so at most 2 of the 6 can find it first.
+    assert metrics["text_retrieval_recall@1"] <= 2 / 6
 
 
 def test_a_split_the_data_does_not_have_is_an_error(bundle, folder, capsys):

@@ -78,30 +78,55 @@ def test_prompt_ensemble_is_normalised_mean():
         class_embeddings(_Lookup(), [], ["a {}"])
 
 
-def test_a_repeated_caption_is_a_tie_and_a_tie_is_not_a_hit():
+def test_a_repeated_caption_ties_and_the_earlier_copy_ranks_first():
     # Images 0 and 1 both look like caption 0, whose text is repeated as caption 1; captions 2 and 3 are unique.
     images = np.eye(4, dtype=np.float32)
     images[1] = [0.995, 0.0998, 0, 0]
     texts = np.eye(4, dtype=np.float32)
     texts[1] = texts[0]
     r = recall_at_k(images, texts, ks=(1, 2), caption_ids=np.array([0, 0, 1, 2]))
-    # image -> text: images 0 and 1 find their caption tied with its copy: no hit at 1, a hit at 2.
-    assert r["i2t@1"] == 0.5 and r["i2t@2"] == 1.0
+    # image -> text: image 0's caption ties with the later copy and ranks first; image 1's ties with the
+    # earlier copy and ranks second.
+    assert r["i2t@1"] == 0.75 and r["i2t@2"] == 1.0
     # text -> image: the repeated caption ranks image 0 first, so its copy paired with image 1 misses at 1.
     assert r["t2i@1"] == 0.75 and r["t2i@2"] == 1.0
     assert recall_at_k(images, texts, ks=(1, 2)) == r  # exactly equal rows tie without ids too
 
 
-def test_retrieval_on_repeated_captions_counts_no_tie_as_a_hit():
-    report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1, 0, 0]), ks=(1, 3, 4))
-    # Captions "a zero" x3, "a one" x2, "a two": only the lone caption's image finds it first.
-    assert report.recall["i2t@1"] == pytest.approx(1 / 6) and report.recall["i2t@3"] == 1.0
-    assert report.recall["t2i@1"] == pytest.approx(1 / 6) and report.recall["t2i@4"] == 1.0
+def test_distinct_candidates_with_equal_scores_rank_in_data_order():
+    images = np.array([[1, 0], [0, 1], [1, 0]], dtype=np.float32)  # images 0 and 2 are the same picture
+    texts = np.array([[0.6, 0.8], [0, 1], [0.6, -0.8]], dtype=np.float32)  # three different captions
+    r = recall_at_k(images, texts, ks=(1, 2))
+    # image -> text: images 0 and 2 score 0.6 with texts 0 and 2 alike; text 0 comes first, so image 0's
+    # pair ranks first and image 2's second.
+    assert r["i2t@1"] == pytest.approx(2 / 3) and r["i2t@2"] == 1.0
+    # text -> image: text 0 prefers image 1 (0.8 > 0.6); text 2 ties images 0 and 2, and image 0 comes first.
+    assert r["t2i@1"] == pytest.approx(1 / 3) and r["t2i@2"] == 1.0
+
+
+def test_retrieval_on_repeated_captions_ranks_copies_in_data_order():
+    report = evaluate(_Lookup(), _Tiny([0, 1, 2, 1, 0, 0]), ks=(1, 2, 3), batch_size=4)
+    # Captions "a zero" at 0, 4, 5, "a one" at 1, 3, "a two" at 2; every copy of an image's caption scores 1 and
+    # every other caption 0, so an image's pair ranks behind the earlier copies of its caption: ranks
+    # 0, 0, 0, 1, 1, 2 in either direction (the images repeat as the captions do).
+    assert report.recall["i2t@1"] == 0.5 and report.recall["i2t@2"] == pytest.approx(5 / 6)
+    assert report.recall["i2t@3"] == 1.0
+    assert report.recall["t2i@1"] == 0.5 and report.recall["t2i@2"] == pytest.approx(5 / 6)
+    assert report.recall["t2i@3"] == 1.0
     metrics = report.clip_benchmark_metrics()
     assert metrics["text_retrieval_recall@1"] == report.recall["i2t@1"]
     assert metrics["image_retrieval_recall@3"] == report.recall["t2i@3"]
     assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"} | {
-        f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 3, 4)}
+        f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 2, 3)}
+
+
+def test_recall_is_the_same_in_any_chunk_size():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((7, 3)).astype(np.float32)
+    ids = np.array([0, 1, 0, 2, 1, 0, 3])
+    texts = rng.standard_normal((4, 3)).astype(np.float32)[ids]
+    whole = recall_at_k(images, texts, ks=(1, 2, 3), caption_ids=ids)
+    assert all(recall_at_k(images, texts, ks=(1, 2, 3), chunk=c, caption_ids=ids) == whole for c in (1, 2, 3))
 
 
 def test_per_class_recall_and_its_mean():

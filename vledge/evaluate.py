@@ -21,6 +21,9 @@ from vledge.text import fill_templates
 log = logging.getLogger(__name__)
 
 RECALL_KS = (1, 5, 10)
+RECALL_RANKING = ("ordinal: candidates best score first, exactly equal scores in the order of the data (earlier "
+                  "first), one candidate a rank; so of a caption repeated m times an image's own copy ranks behind "
+                  "the copies before it")
 
 
 class Embedder(Protocol):
@@ -111,28 +114,32 @@ def recall_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in ks}))
 
 
+def _pair_ranks(sim: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Row i's pair is candidate ``rows[i]``; its ordinal rank (0 = first) counts every candidate scoring higher
+    and every one scoring the same that comes earlier in the data."""
+    pair = sim[np.arange(len(rows)), rows][:, None]
+    earlier = np.arange(sim.shape[1]) < rows[:, None]
+    return ((sim > pair) | ((sim == pair) & earlier)).sum(1)
+
+
 def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, ks: Sequence[int] = RECALL_KS, chunk: int = 2048,
                 caption_ids: np.ndarray | None = None) -> dict[str, float]:
     """Image i and text i are the pair; ``"i2t@k"`` and ``"t2i@k"`` are the shares of queries whose pair ranks
-    among the first k. A tie is not a hit: every other candidate scoring at least as high ranks ahead, so
-    repeated captions cannot all be hits. ``caption_ids`` (equal ids: the same caption text) makes repeated
-    captions tie exactly, whatever rounding their separate embeddings had. Computed in chunks (memory flat).
+    among the first k. Ranking is ordinal (``RECALL_RANKING``): exact ties go to the candidate earlier in the
+    data, as a stable sort orders them, so a caption repeated m times is a hit at 1 for at most one of its
+    images. ``caption_ids`` (equal ids: the same caption text) makes repeated captions tie exactly, whatever
+    rounding their separate embeddings had. Computed in chunks of queries (memory: chunk x len(image_emb)).
     """
     n = len(image_emb)
     ids = np.arange(n) if caption_ids is None else np.asarray(caption_ids)
-    distinct, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    texts = text_emb[first]  # one row per distinct caption
-    copies = np.bincount(inverse, minlength=len(distinct))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    texts = text_emb[first]  # one row per distinct caption: its copies share every score bit for bit
     i2t_rank = np.empty(n, dtype=np.int64)
     t2i_rank = np.empty(n, dtype=np.int64)
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk))
-        sim = image_emb[rows] @ texts.T
-        own = sim[np.arange(len(rows)), inverse[rows]]
-        i2t_rank[rows] = (sim >= own[:, None]).astype(np.int64) @ copies - 1  # the copies tie with the pair
-        sim = texts[inverse[rows]] @ image_emb.T
-        own = sim[np.arange(len(rows)), rows]
-        t2i_rank[rows] = (sim >= own[:, None]).sum(1) - 1
+        i2t_rank[rows] = _pair_ranks((image_emb[rows] @ texts.T)[:, inverse], rows)
+        t2i_rank[rows] = _pair_ranks(texts[inverse[rows]] @ image_emb.T, rows)
     out = {}
     for k in recall_ks(ks):
         out[f"i2t@{k}"] = float((i2t_rank < k).mean())
@@ -254,7 +261,7 @@ def evaluation_record(report: EvalReport, embedder: Embedder, model_path, data: 
         "not_applicable": report.not_applicable,
         "per_class_recall": report.per_class_recall,
         "prompts": {"classes": report.classes, "templates": report.templates},
-        "recall_ties": "a tie is not a hit: every other candidate scoring at least as high ranks ahead",
+        "recall_ties": RECALL_RANKING,
         "vledge_version": __version__,
     }
 

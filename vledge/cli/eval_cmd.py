@@ -9,7 +9,9 @@ DESCRIPTION = """Zero-shot top-1/top-5, mean per-class recall and retrieval reca
 --templates takes a file (one template a line, or a JSON list) or a template, and may be repeated;
 CLIP_benchmark's {c} is read as {}. --classes takes a file of class names in the data set's class order
 (one a line, or a JSON list), or a JSON object mapping each class (folder name, CSV label) to its name.
-A captions file or a folder without train/ and test/ subfolders is one set: it has no --split."""
+A captions file or a folder without train/ and test/ subfolders is one set: it has no --split.
+Retrieval ranks ordinally: candidates by score, exactly equal scores (a repeated caption's copies) in the
+data's order, earlier first, so an image's caption ranks behind the copies of it earlier in the file."""
 
 
 def add_parser(sub) -> None:
