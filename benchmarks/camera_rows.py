@@ -150,10 +150,13 @@ def _openvino_runner(path: str, threads: int):
 
 
 def baseline_row(backend: str) -> dict:
-    """The resident memory of a process that imported vledge and the backend, before any model."""
-    import vledge  # noqa: F401
+    """The resident memory of a process that imported vledge, the backend and what reduces full-HD frames
+    (OpenCV where installed), before any model."""
+    from vledge import opencv_frames
 
     __import__("onnxruntime" if backend == "onnxruntime" else "openvino")
+    if opencv_frames.available():
+        __import__("cv2")
     return {"peak_rss_mb": peak_rss_mb()}
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from vledge.version import __version__
 from vledge.cpu import host_cpu
+from vledge import opencv_frames
 from vledge.errors import ConfigError
 from vledge.images import ImageInput, as_rgb, check_channels, is_one_image, iter_images, preprocess
 from vledge.label_set import LabelSet
@@ -289,7 +290,8 @@ class EdgeModel:
     def info(self) -> dict:
         """Backend, device, the placements tried, precision, target, files (and the one each tower runs),
         this CPU's instruction sets and what they mean for INT8, the compiled label set (its names and
-        templates) and versions."""
+        templates), what reduces camera-sized frames (``"opencv"`` where installed, else ``"pillow"``) and
+        versions."""
         m = self.manifest
         runs = self.runtime.run_files()
         return {
@@ -305,6 +307,7 @@ class EdgeModel:
             "cpu": host_cpu().to_dict(),
             "files": sorted(m.files),
             "label_set": self._label_set_info(),
+            "frame_resizer": "opencv" if opencv_frames.available() else "pillow",
             "vledge": __version__,
             "provenance": m.provenance,
         }

@@ -17,6 +17,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vledge import opencv_frames
 from vledge.errors import ConfigError, ImageDecodeError
 
 # Encoded image data (PNG, JPEG, ... bytes, or a binary stream such as BytesIO) is one image too.
@@ -216,9 +217,11 @@ def _crop_box(w: int, h: int, spec: PreprocessSpec) -> tuple[tuple[float, float,
 def fast_crop(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarray | None:
     """The fast path for a camera-sized image (an RGB PIL image or HWC uint8 array of ``FAST_MIN_EDGE`` pixels
     or more on its short side, such as a 1920x1080 frame): only the pixels under the centre crop, and the filter's
-    reach, go to Pillow, which box-averages them by an integer factor before the exact resize. Returns HWC uint8
-    at the tower's size, or None where the exact path applies: smaller images, images under ``2 *
-    FAST_REDUCING_GAP`` times the tower's size, crops that would pad, arrays that are not HWC RGB uint8.
+    reach, are box-averaged by an integer factor before the resize. Arrays go to OpenCV where it is installed
+    (``vledge.opencv_frames``: power-of-two blocks, several times faster), everything else to Pillow (blocks that
+    leave ``FAST_REDUCING_GAP`` to its exact resize). Returns HWC uint8 at the tower's size, or None where the
+    exact path applies: smaller images, images too close to the tower's size for a block of 2 x 2, crops that
+    would pad, arrays that are not HWC RGB uint8.
 
     The average changes what the bicubic filter sees only below its own reach: a few levels from the exact path
     on photos (``tests/test_images.py``); the top-1 agreement is measured by ``benchmarks/camera_frames.py``.
@@ -234,13 +237,21 @@ def fast_crop(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarr
     if min(w, h) < FAST_MIN_EDGE or (spec.resize_to or spec.image_size) < spec.image_size:
         return None
     box, scale = _crop_box(w, h, spec)
-    block = min(int(scale / FAST_REDUCING_GAP), FAST_MAX_BLOCK)
+    use_opencv = isinstance(image, np.ndarray) and opencv_frames.available()
+    count = opencv_frames.halvings(scale, FAST_MAX_BLOCK) if use_opencv else 0
+    block = 2**count if use_opencv else min(int(scale / FAST_REDUCING_GAP), FAST_MAX_BLOCK)
     if block < 2:
         return None
     # Bicubic reads two output pixels either side; a block of the average adds one more reduced pixel.
     reach = 3 * scale
     x0, y0 = max(0, int(box[0] - reach)), max(0, int(box[1] - reach))
     x1, y1 = min(w, int(np.ceil(box[2] + reach))), min(h, int(np.ceil(box[3] + reach)))
+    # The margin is wider than a block and the filter's reach, so the partial blocks at its edges are never read.
+    inner = ((box[0] - x0) / block, (box[1] - y0) / block, (box[2] - x0) / block, (box[3] - y0) / block)
+    resample = _RESAMPLE[spec.interpolation]
+    if use_opencv:
+        x1, y1 = x0 + (x1 - x0) // block * block, y0 + (y1 - y0) // block * block
+        return opencv_frames.reduce_and_resize(image[y0:y1, x0:x1], inner, spec.image_size, count, resample)
     if isinstance(image, np.ndarray) and image.flags.c_contiguous:
         # Pillow reads the region's rows in place (a row stride), one copy fewer than slicing it out first.
         start = (y0 * w + x0) * 3
@@ -249,10 +260,8 @@ def fast_crop(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarr
         region = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
     else:
         region = image.crop((x0, y0, x1, y1))
-    # The margin is wider than a block and the filter's reach, so the partial blocks at its edges are never read.
-    inner = ((box[0] - x0) / block, (box[1] - y0) / block, (box[2] - x0) / block, (box[3] - y0) / block)
     size = (spec.image_size, spec.image_size)
-    out = region.reduce(block).resize(size, resample=_RESAMPLE[spec.interpolation], box=inner, reducing_gap=None)
+    out = region.reduce(block).resize(size, resample=resample, box=inner, reducing_gap=None)
     return np.asarray(out, dtype=np.uint8)
 
 
