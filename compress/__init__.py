@@ -21,7 +21,7 @@ _FACE = {
     "vledge.compress.stages": ("load_teacher_stage", "distilled_student", "quantized_towers", "Quantized"),
     "vledge.compress.prune": ("PruneConfig", "PruneReport", "prune_", "pruned_student"),
     "vledge.compress.export": ("ExportConfig", "Exported", "export_onnx", "export_openvino", "export_towers",
-                               "onnx_parity", "fp32_tower", "tower_files"),
+                               "onnx_parity", "fp32_tower", "tower_files", "compact_onnx", "compact_towers"),
     "vledge.compress.verify": ("GateConfig", "Verified", "VerifyReport", "verify_bundle", "verify_with_recovery",
                                "candidate_bundle", "measure_quantized_teacher"),
     "vledge.compress.bundle": ("Probes", "bundle_precision", "make_probes", "toolchain_versions", "write_bundle"),

@@ -5,7 +5,8 @@
 3. prune, then recover by distillation (``compress.prune.pruned_student``), when ``prune.ratio > 0``
 4. export both towers to FP32 ONNX, parity checked (``compress.export.export_towers``)
 5. quantize them with the target's scheme (``compress.stages.quantized_towers``)
-6. verify against the teacher, keeping a drifting tower in FP32 (``compress.verify.verify_with_recovery``)
+6. verify against the teacher, keeping a drifting tower in FP32 (``compress.verify.verify_with_recovery``);
+   the gate loads the ONNX towers with compact names (``compress.export.compact``), the bytes the bundle ships
 7. write the bundle atomically (``compress.bundle.package.write_final_bundle``)
 
 This module logs one summary line per stage. Expensive stages (distil, prune) are kept in a work folder
@@ -217,7 +218,8 @@ def _edge_stages(teacher_model, student, train_data, held_out, config: CompressC
     t = time.perf_counter()
     verified = verify_with_recovery(teacher_model, student, held_out, exported, quantized.towers, work, config.target,
                                     config.gate_config())
-    rec.add("verify", verified.report.summary(), t, details={"recovered": verified.recovered})
+    rec.add("verify", verified.report.summary(), t, details={"recovered": verified.recovered,
+                                                             "compacted": verified.compacted})
     return verified
 
 
@@ -236,7 +238,7 @@ def _run_stages(teacher, out: Path, config: CompressConfig, adapter, labels, ove
         report.passed = distributed.broadcast_flag(False)  # rank 0's outcome
         return report
     verified = _edge_stages(teacher_model, student, train_data, held_out, config, work, rec)
-    report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered,
+    report.metrics = {**verified.report.to_dict(), "recovered": verified.recovered, "compacted": verified.compacted,
                       **size_metrics(teacher, teacher_model, student, verified.towers)}
     if not verified.report.passed:
         raise VerificationError(

@@ -79,6 +79,25 @@ def test_onnx_bundles_pass_the_checker_and_hold_quantized_nodes(bundles):
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in cuda.graph.initializer)
 
 
+def test_onnx_bundles_ship_compact_names_and_record_what_they_saved(bundles):
+    import onnx
+
+    root, reports = bundles
+    for target in ("cpu", "cuda", "jetson"):
+        manifest = read_manifest(root / target)
+        for kind, tower in manifest.towers.items():
+            files = [root / target / name for name in tower.files]  # the 7-bit fallback too, where there is one
+            for path in files:
+                graph = onnx.load(str(path)).graph
+                io = {v.name for v in (*graph.input, *graph.output)}
+                assert io == {t.name for t in (*tower.inputs, *tower.outputs)}
+                internal = ({t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}) - io
+                assert max(map(len, internal)) <= 2, (target, path.name)
+            saved = reports[target].metrics["compacted"][kind]
+            assert saved["bytes_after"] == sum(f.stat().st_size for f in files) < saved["bytes_before"]
+    assert reports["intel-cpu"].metrics["compacted"] == {}  # OpenVINO IR ships as converted
+
+
 def test_openvino_bundles_read_back_and_npu_shapes_are_static(bundles):
     import openvino as ov
 

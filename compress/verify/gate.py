@@ -1,5 +1,8 @@
 """Stage 6, the verify gate with recovery: if the quantized bundle loses too much, keep the tower that
-drifted most from its FP32 self in higher precision, verify again, and record it."""
+drifted most from its FP32 self in higher precision, verify again, and record it.
+
+The gate measures the files the bundle ships: each candidate's ONNX towers are compacted
+(``compress.export.compact``) before they are loaded, and those compacted files are what it returns."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 from vledge.bundle import TowerSpec
 from vledge.compress.bundle.writer import bundle_precision, write_bundle
+from vledge.compress.export.compact import compact_towers
 from vledge.compress.export.stage import Exported, fp32_tower
 from vledge.compress.verify.config import GateConfig
 from vledge.compress.verify.measure import VerifyReport, gate_metric, verify_bundle
@@ -25,6 +29,7 @@ class Verified:
     towers: dict[str, tuple[TowerSpec, list[Path]]]
     edge: object  # the loaded candidate bundle (vledge.runtimes.EdgeModel)
     recovered: list[dict] = field(default_factory=list)
+    compacted: dict = field(default_factory=dict)  # per ONNX tower, its bytes before and after compaction
 
 
 def candidate_bundle(folder: Path, model, towers, target: TargetSpec):
@@ -44,7 +49,8 @@ def candidate_bundle(folder: Path, model, towers, target: TargetSpec):
 def verify_with_recovery(teacher, student, held_out, exported: Exported, towers: dict, work: WorkDir,
                          target: TargetSpec, config: GateConfig = GateConfig()) -> Verified:
     """Verify ``towers`` (kind -> (spec, files), the quantized ones) as a ``target`` bundle against the
-    teacher; while below ``config.tolerance``, the tower furthest from its FP32 self goes back to FP32."""
+    teacher; while below ``config.tolerance``, the tower furthest from its FP32 self goes back to FP32.
+    The returned towers are the compacted files that were verified."""
     limit = config.eval_samples
     teacher_eval = evaluate(TorchEmbedder(teacher), held_out, max_samples=limit)
     student_eval = evaluate(TorchEmbedder(student), held_out, max_samples=limit)
@@ -53,7 +59,8 @@ def verify_with_recovery(teacher, student, held_out, exported: Exported, towers:
     towers = dict(towers)
     recovered: list[dict] = []
     while True:
-        edge = candidate_bundle(work.path("candidate"), student, towers, target)
+        shipped, compacted = compact_towers(towers, work.path("compact"))
+        edge = candidate_bundle(work.path("candidate"), student, shipped, target)
         report = verify_bundle(edge, student, held_out, teacher_eval=teacher_eval, student_eval=student_eval,
                                tolerance=config.tolerance, max_samples=limit)
         if report.passed:
@@ -72,4 +79,4 @@ def verify_with_recovery(teacher, student, held_out, exported: Exported, towers:
         towers[kind] = fp32_tower(exported, kind, work.path("quantize"))
         recovered.append({"tower": kind, "precision": "fp32", "cosine_before": report.cosine[kind],
                           "drop_before": report.drop})
-    return Verified(report, towers, edge, recovered)
+    return Verified(report, shipped, edge, recovered, compacted)

@@ -23,6 +23,7 @@ def measure_quantized_teacher(teacher, train_data, held_out, config: "CompressCo
                               failed: VerifyReport, student_edge) -> dict:
     """Run stages 4 and 5 of ``config`` on the teacher's own towers, evaluate them on the gate's held-out
     data, and time their batch-1 image call against the failed student's bundle."""
+    from vledge.compress.export.compact import compact_towers
     from vledge.compress.export.stage import export_towers
     from vledge.compress.stages import quantized_towers
     from vledge.compress.verify.gate import candidate_bundle
@@ -33,7 +34,8 @@ def measure_quantized_teacher(teacher, train_data, held_out, config: "CompressCo
     exported = export_towers(teacher, held_out, work.start("teacher-export"), config.export_config())
     quantized = quantized_towers(teacher, train_data, exported, work.start("teacher-quantize"), config.quantize,
                                  config.seed)
-    edge = candidate_bundle(work.path("teacher-candidate"), teacher, quantized.towers, target)
+    towers, _ = compact_towers(quantized.towers, work.path("teacher-compact"))  # as it would ship
+    edge = candidate_bundle(work.path("teacher-candidate"), teacher, towers, target)
     result = evaluate(RuntimeEmbedder(edge), held_out, max_samples=config.eval_samples).to_dict()
     metric = failed.metric
     teacher_value = metric_value(failed.teacher, metric)
@@ -42,7 +44,7 @@ def measure_quantized_teacher(teacher, train_data, held_out, config: "CompressCo
         "metric": metric,
         "value": metric_value(result, metric),
         "kept": metric_value(result, metric) / max(teacher_value, 1e-12),
-        "bundle_bytes": sum(f.stat().st_size for _, files in quantized.towers.values() for f in files),
+        "bundle_bytes": sum(f.stat().st_size for _, files in towers.values() for f in files),
         "image_b1_ms": _image_ms(edge, pixels),
         "student_value": metric_value(failed.bundle, metric),
         "student_image_b1_ms": _image_ms(student_edge, held_out.batch([0], student_edge.manifest.preprocess).pixels),

@@ -233,7 +233,28 @@ def count_macs(onnx_path: str | os.PathLike, feeds: dict[str, np.ndarray]) -> in
     return int(total)
 
 
-_QUANT_PARAMS = ("_scale", "_zero_point", "_quantized_scale", "_quantized_zero_point")
+# Inputs that take a quantization scale or zero point, by op type (ONNX's and ONNX Runtime's contrib ops).
+_QUANT_PARAM_INPUTS = {
+    "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
+    "QLinearConv": (1, 2, 4, 5, 6, 7), "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "QLinearAdd": (1, 2, 4, 5, 6, 7), "QLinearMul": (1, 2, 4, 5, 6, 7), "QGemm": (1, 2, 4, 5, 7, 8),
+    "QLinearGlobalAveragePool": (1, 2, 3, 4), "QLinearSigmoid": (1, 2, 3, 4), "QLinearLeakyRelu": (1, 2, 3, 4),
+    "MatMulInteger": (2, 3), "ConvInteger": (2, 3),
+    "MatMulIntegerToFloat": (2, 3, 4, 5), "DynamicQuantizeMatMul": (2, 3),
+}
+
+
+def _quantization_parameters(graph) -> set[str]:
+    """Names of the values a graph uses as quantization scales and zero points, found by where they are
+    used (a shipped graph's names say nothing: vledge compacts them). Dynamic INT8 multiplies a weight's
+    scale into the activation's, which ``DynamicQuantizeLinear`` outputs second."""
+    activation_scales = {n.output[1] for n in graph.node if n.op_type == "DynamicQuantizeLinear" and len(n.output) > 1}
+    found = set()
+    for node in graph.node:
+        found.update(node.input[i] for i in _QUANT_PARAM_INPUTS.get(node.op_type, ()) if i < len(node.input))
+        if node.op_type == "Mul" and activation_scales & set(node.input):
+            found.update(node.input)
+    return found
 
 
 def count_onnx_parameters(onnx_path: str | os.PathLike) -> int:
@@ -244,8 +265,8 @@ def count_onnx_parameters(onnx_path: str | os.PathLike) -> int:
 
     kinds = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.INT8, TensorProto.UINT8,
              TensorProto.INT32}  # INT32: the biases of quantized convolutions
-    model = onnx.load(str(onnx_path))
+    graph = onnx.load(str(onnx_path)).graph
+    excluded = _quantization_parameters(graph)
     return int(sum(
-        math.prod(init.dims) for init in model.graph.initializer
-        if init.data_type in kinds and not init.name.endswith(_QUANT_PARAMS)
+        math.prod(init.dims) for init in graph.initializer if init.data_type in kinds and init.name not in excluded
     ))

@@ -12,8 +12,8 @@ Where the student comes from (``student_source``):
   (``vledge.compress.distilled_student``, the cpu target's default recipe) into the work folder,
   where a later run with the same teacher and settings finds and reuses it.
 Every built variant is a bundle written with ``vledge.compress``'s public stage functions
-(``export_towers``, ``fp32_tower``, ``quantize_towers_for_target``, ``write_bundle``), without the
-verify gate's recovery; to measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle.
+(``export_towers``, ``fp32_tower``, ``quantize_towers_for_target``, ``compact_towers``, ``write_bundle``),
+without the verify gate's recovery; to measure a bundle exactly as ``vledge compress`` shipped it, pass the bundle.
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ class Workshop:
 
     # -- bundles ---------------------------------------------------------------------------------
     def _write(self, name: str, model, towers: dict, target: str) -> Path:
-        from vledge.compress import bundle_precision, write_bundle
+        from vledge.compress import bundle_precision, compact_towers, write_bundle
 
+        towers, _ = compact_towers(towers, self._fresh(f"{name}-compact"))  # ONNX names as compress ships them
         return write_bundle(
             self.work / "bundles" / name, towers=towers, tokenizer=model.tokenizer, preprocess=model.preprocess,
             target=target, precision=bundle_precision(towers), embed_dim=model.embed_dim,
