@@ -331,8 +331,8 @@ def _clip_bundle(teacher_dir, work):
     from vledge.models import load_teacher
 
     teacher, config = load_teacher(teacher_dir), resolve_config("cpu")
-    exported = export_towers(teacher, load_dataset("fashion-mnist", "test"), config, work / "towers")
-    towers = {kind: fp32_tower(exported, kind, config, work / "towers") for kind in ("image", "text")}
+    exported = export_towers(teacher, load_dataset("fashion-mnist", "test"), work / "towers", config.export_config())
+    towers = {kind: fp32_tower(exported, kind, work / "towers")[0] for kind in ("image", "text")}
     return write_bundle(work / "clip-bundle", towers=towers, tokenizer=teacher.tokenizer, preprocess=teacher.preprocess,
                         target="cpu", precision="fp32", embed_dim=teacher.embed_dim,
                         logit_scale=math.exp(teacher.logit_scale.item()), config={}, metrics={}, provenance={})
