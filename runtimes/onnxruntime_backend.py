@@ -86,6 +86,7 @@ class OnnxRuntime(Runtime):
         for kind in manifest.towers:
             providers = [self._provider_entry(p, kind) for p in names]
             self._sessions[kind] = self._open(ort, kind, providers)
+            self._built(kind)
         self._done_reading()
         # A GPU build lists CUDA even where no GPU or driver is present; the session then runs on CPU.
         used = self._sessions[next(iter(self._sessions))].get_providers()
