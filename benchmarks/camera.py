@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from camera_rows import folder_mb  # noqa: E402
+from camera_rows import folder_mb, write_frames  # noqa: E402
 from camera_report import ratios, write_plots, write_report  # noqa: E402
 from camera_teachers import DEFAULT_ROOT, TEST_TEACHER, WEIGHTS_NOTE, build_teacher  # noqa: E402
 
@@ -123,7 +123,7 @@ def bundle_rows(name: str, folder: Path, student: str, work: Path, args) -> list
             continue
         note = "static shapes compiled for the NPU; no NPU here: timed on OpenVINO's CPU plugin" if target == "intel-npu" else None
         rows.append({**base, "compress": compressed, "note": note,
-                     **in_fresh_process("bundle_row", bundle, args.threads, REPEATS[args.mode], "cpu")})
+                     **in_fresh_process("bundle_row", bundle, args.threads, REPEATS[args.mode], "cpu", args.frames)})
     return rows
 
 
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    args.frames = write_frames(work / "frames")
     rows = [{"name": f"{b} baseline", "role": "baseline", **in_fresh_process("baseline_row", b)}
             for b in ("onnxruntime", "openvino")]
     for name in names:

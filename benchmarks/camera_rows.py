@@ -55,9 +55,22 @@ def frame(seed: int = 0) -> np.ndarray:
         return np.random.default_rng(seed).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
 
 
-def bundle_row(path: str, threads: int, repeats: int, device: str = "cpu") -> dict:
+def write_frames(folder: Path) -> Path:
+    """The rows' two frames as ``frame-0.npy`` and ``frame-1.npy`` in ``folder``. Made here, not in the row
+    processes: scikit-image and its decoded photos would add about 75 MB to a row's peak memory."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in (0, 1):
+        np.save(folder / f"frame-{seed}.npy", frame(seed))
+    return folder
+
+
+def load_frame(frames: str, seed: int) -> np.ndarray:
+    return np.load(Path(frames) / f"frame-{seed}.npy", allow_pickle=False)
+
+
+def bundle_row(path: str, threads: int, repeats: int, device: str, frames: str) -> dict:
     """Towers at batch 1 and 8, a 77-token prompt, ``classify`` of a full-HD frame and the Python time of a
-    batch-1 ``classify``, for the bundle at ``path`` on ``device``."""
+    batch-1 ``classify``, for the bundle at ``path`` on ``device``; the frames come from ``write_frames``."""
     import vledge
     from vledge.images import preprocess
 
@@ -67,7 +80,7 @@ def bundle_row(path: str, threads: int, repeats: int, device: str = "cpu") -> di
     model = vledge.load(path, device=device, threads=threads)
     spec = model.manifest.preprocess
     size = spec.image_size
-    photo = np.ascontiguousarray(frame()[:size, :size])
+    photo = np.ascontiguousarray(load_frame(frames, 0)[:size, :size])
     pixels = np.repeat(preprocess(photo, spec), 8, axis=0)
     first = next(iter(model.runtime.input_shapes("image").values()))
     static = first[0] if isinstance(first[0], int) else None
@@ -80,7 +93,7 @@ def bundle_row(path: str, threads: int, repeats: int, device: str = "cpu") -> di
         "text_b1_p50_ms": median_ms(lambda: run("text", text_feeds), repeats),
         "text_tokens": int(ids.shape[1]),
     }
-    full_hd = frame(1)
+    full_hd = load_frame(frames, 1)
     row["frame_b1_p50_ms"] = median_ms(lambda: model.classify(full_hd), repeats)
     classify_b1 = median_ms(lambda: model.classify(photo), repeats)
     row["python_us"] = round(max(classify_b1 - median_ms(lambda: run("image", {"pixel_values": pixels[:1]}), repeats), 0) * 1000, 1)

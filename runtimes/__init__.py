@@ -21,6 +21,7 @@ from vledge.runtimes.discovery import discover_backends
 from vledge.runtimes.model import EdgeModel
 from vledge.runtimes.selection import addressable, available_devices, choose_placement, readable_chain
 from vledge.runtimes.selftest import check_on_load
+from vledge.runtimes.tower_checks import check_towers
 from vledge.runtimes.towers import choose_tower_placements, describe, open_runtimes, tower_requests
 from vledge.targets import TARGETS, Placement
 from vledge.text import TextTokenizer
@@ -86,11 +87,6 @@ def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | 
             f"{root / MANIFEST} names target {manifest.target!r:.80}, unknown to this vledge "
             f"(knows: {', '.join(TARGETS.names())}); upgrade vledge"
         )
-    try:
-        tokenizer = TextTokenizer.from_bytes(bundle[manifest.tokenizer.file], manifest.tokenizer,
-                                             str(root / manifest.tokenizer.file))
-    except CheckpointError as exc:
-        raise BundleError(f"{exc}; re-run vledge compress") from None
     labels = read_label_set(bundle)
     formats = {t.format for t in manifest.towers.values()}
     chain, unreadable = readable_chain(TARGETS.get(manifest.target).chain, formats)
@@ -108,7 +104,11 @@ def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | 
     placements, warnings = choose_tower_placements(chain, available, requests, strict)
     for warning in warnings:
         log.warning(warning)
-    by_kind = open_runtimes(bundle, placements, options, strict, tokenizer)
+    by_kind = open_runtimes(bundle, placements, options, strict)
+    # Built once the towers are open, so that its tables do not add to the peak of a session's build.
+    tokenizer = read_tokenizer(bundle)
+    for runtime in {id(r): r for r in by_kind.values()}.values():
+        check_towers(runtime, tokenizer)
     runtime, placements, checked, said = check_on_load(bundle, by_kind, placements, tokenizer, chain,
                                                        available, options, strict, self_test)
     report = {
@@ -121,6 +121,15 @@ def _open_bundle(bundle: BundleFiles, device: str, strict: bool, backend: str | 
         "signed_by": bundle.signed_by,
     }
     return runtime, tokenizer, labels, report
+
+
+def read_tokenizer(bundle: BundleFiles) -> TextTokenizer:
+    """The bundle's tokenizer, built from the bytes read at load."""
+    spec = bundle.manifest.tokenizer
+    try:
+        return TextTokenizer.from_bytes(bundle[spec.file], spec, str(bundle.root / spec.file))
+    except CheckpointError as exc:
+        raise BundleError(f"{exc}; re-run vledge compress") from None
 
 
 def read_label_set(bundle: BundleFiles) -> LabelSet | None:

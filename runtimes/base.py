@@ -11,11 +11,12 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Mapping, TypeVar
+from typing import ClassVar, Mapping, MutableMapping, TypeVar
 
 import numpy as np
 
 from vledge.bundle import BundleManifest
+from vledge.bundle_files import tower_files
 from vledge.errors import BundleError, ConfigError
 from vledge.registry import Registry, did_you_mean
 from vledge.runtimes.isa import TowerChoice, choose_tower_file
@@ -49,7 +50,7 @@ class Runtime(ABC):
     option_names: ClassVar[frozenset[str]] = frozenset({"threads"})
 
     def __init__(self, bundle_dir: str | Path, manifest: BundleManifest, device: str, options: dict,
-                 strict: bool = False, files: Mapping[str, bytes] | None = None):
+                 strict: bool = False, files: MutableMapping[str, bytes] | None = None):
         unknown = sorted(set(options) - self.option_names)
         if unknown:
             hint = did_you_mean(unknown[0], self.option_names)
@@ -65,8 +66,9 @@ class Runtime(ABC):
         self.tower_choices: dict[str, TowerChoice] = {}
         self.warnings: list[str] = []
         # The bundle's files as read (and hash-checked) once by vledge.bundle_files: a backend builds its
-        # towers from these bytes and never opens a path, then lets go of them.
-        self._files = dict(files or {})
+        # towers from these bytes and never opens a path. It takes each tower's files out of this mapping (the
+        # bundle's own) once the tower is built (``_built``), so the next tower's build does not hold them too.
+        self._files = files if files is not None else {}
 
     @classmethod
     @abstractmethod
@@ -131,6 +133,11 @@ class Runtime(ABC):
         folder = PurePosixPath(relative).parent
         return {PurePosixPath(rel).name: data for rel, data in self._files.items()
                 if PurePosixPath(rel).parent == folder and rel != relative}
+
+    def _built(self, kind: str) -> None:
+        """``kind``'s tower is built: its files' bytes (its file, fallback, an IR's weights) are let go."""
+        for relative in tower_files(self.manifest.towers[kind]):
+            self._files.pop(relative, None)
 
     def _done_reading(self) -> None:
         self._files = {}

@@ -42,6 +42,14 @@ def ort_providers(device: str, available_providers: Sequence[str]) -> list[str]:
     return [p for p in wanted if p in available_providers]
 
 
+def release_model_bytes(session) -> None:
+    """Let go of the graph's bytes that ORT's Python session keeps (a tower's file size, for the life of the
+    session) only to rebuild itself when a run fails on its execution provider. That rebuild is switched
+    off: a provider failing mid-run raises rather than moving to the CPU unannounced."""
+    session.disable_fallback()
+    session._model_bytes = None
+
+
 @backend
 class OnnxRuntime(Runtime):
     """Options: ``threads`` (intra-op threads; default ONNX Runtime's), ``trt_cache_dir`` (TensorRT
@@ -78,6 +86,7 @@ class OnnxRuntime(Runtime):
         for kind in manifest.towers:
             providers = [self._provider_entry(p, kind) for p in names]
             self._sessions[kind] = self._open(ort, kind, providers)
+            self._built(kind)
         self._done_reading()
         # A GPU build lists CUDA even where no GPU or driver is present; the session then runs on CPU.
         used = self._sessions[next(iter(self._sessions))].get_providers()
@@ -123,9 +132,11 @@ class OnnxRuntime(Runtime):
         opts.add_external_initializers_from_files_in_memory(list(beside), list(beside.values()),
                                                             [len(b) for b in beside.values()])
         try:
-            return ort.InferenceSession(self._bytes(file), sess_options=opts, providers=providers)
+            session = ort.InferenceSession(self._bytes(file), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types per failure
             raise BundleError(f"ONNX Runtime cannot open {Path(file).name}: {type(exc).__name__}: {exc}") from None
+        release_model_bytes(session)
+        return session
 
     def ports(self, kind: str) -> tuple[list[Port], list[Port]]:
         self.check_kind(kind)

@@ -74,18 +74,22 @@ class OpenVinoRuntime(Runtime):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
         self._compiled = {}
         for kind in manifest.towers:
-            file, _ = self._choose_tower(kind, on_cpu=self.device == "CPU")
-            name = file.rsplit("/", 1)[-1]
-            model = self._read(ov, core, kind, file)
-            try:
-                if model.is_dynamic() and (self.device in STATIC_ONLY or self.options.get("static_batch")):
-                    model.reshape(self._static_shapes(kind))
-                self._compiled[kind] = core.compile_model(model, self.device, config)
-            except Exception as exc:  # OpenVINO raises RuntimeError or its own OVError subclasses
-                raise BundleError(f"OpenVINO cannot compile {name} for {self.device}: {exc}") from None
+            self._compiled[kind] = self._compile(ov, core, kind, config)
+            self._built(kind)
         self._done_reading()
         self._inputs = {kind: len(compiled.inputs) for kind, compiled in self._compiled.items()}
         self._local = threading.local()
+
+    def _compile(self, ov, core, kind: str, config: dict):
+        """The tower compiled for this device; the model read (over the bundle's bytes) goes with this call."""
+        file, _ = self._choose_tower(kind, on_cpu=self.device == "CPU")
+        model = self._read(ov, core, kind, file)
+        try:
+            if model.is_dynamic() and (self.device in STATIC_ONLY or self.options.get("static_batch")):
+                model.reshape(self._static_shapes(kind))
+            return core.compile_model(model, self.device, config)
+        except Exception as exc:  # OpenVINO raises RuntimeError or its own OVError subclasses
+            raise BundleError(f"OpenVINO cannot compile {file.rsplit('/', 1)[-1]} for {self.device}: {exc}") from None
 
     def _read(self, ov, core, kind: str, file: str):
         """The tower's model from the bundle's bytes: an IR's .xml text and .bin weights, or an ONNX graph."""

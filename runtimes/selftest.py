@@ -245,7 +245,8 @@ def check_on_load(bundle, by_kind: dict, placements: dict[str, Placement], token
         return combine(manifest, by_kind), placements, {"ran": False, "reason": reason}, []
 
     def reopen(placement: Placement, kinds: list[str]):
-        return open_runtime(bundle, placement, kinds, options, strict, tokenizer)
+        # The towers' bytes went to the runtimes that built them first: read them again, checked as before.
+        return open_runtime(bundle.reread(), placement, kinds, options, strict, tokenizer)
 
     by_kind, placements, report, warnings = self_test(manifest, by_kind, placements, tokenizer, probes, chain,
                                                       available, reopen, strict)

@@ -72,15 +72,15 @@ def options_for(cls, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in cls.option_names or k not in others}
 
 
-def open_runtimes(bundle, placements: dict[str, Placement], options: dict, strict: bool,
-                  tokenizer=None) -> dict[str, Runtime]:
-    """Tower -> runtime: one runtime per distinct placement, shared by the towers placed there."""
+def open_runtimes(bundle, placements: dict[str, Placement], options: dict, strict: bool) -> dict[str, Runtime]:
+    """Tower -> runtime: one runtime per distinct placement, shared by the towers placed there (unchecked:
+    ``runtimes/tower_checks.py`` checks them)."""
     groups: dict[Placement, list[str]] = {}
     for kind, placement in placements.items():
         groups.setdefault(placement, []).append(kind)
     by_kind = {}
     for placement, kinds in groups.items():
-        runtime = open_runtime(bundle, placement, kinds, options, strict, tokenizer)
+        runtime = open_runtime(bundle, placement, kinds, options, strict)
         by_kind.update((k, runtime) for k in kinds)
     return by_kind
 

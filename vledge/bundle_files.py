@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from vledge.bundle import MANIFEST, RUNTIME_FOLDERS, SIGNATURE, BundleManifest, probe_files
+from vledge.bundle import MANIFEST, RUNTIME_FOLDERS, SIGNATURE, BundleManifest, TowerSpec, probe_files
 from vledge.errors import BundleError, ConfigError, UntrustedBundleError
 
 MAX_MANIFEST_BYTES = 16 << 20  # read before anything vouches for it: a bound, far above any real manifest
@@ -34,12 +34,22 @@ class BundleFiles:
     root: Path
     manifest: BundleManifest
     manifest_bytes: bytes
-    contents: dict[str, bytes]  # bundle-relative path -> bytes, each matching its sha256
+    # bundle-relative path -> bytes, each matching its sha256. A runtime takes a tower's files out as it builds
+    # the tower (vledge.runtimes.base.Runtime), so that no copy outlives the build; ``reread`` gives them again.
+    contents: dict[str, bytes]
     signed_by: str | None = None  # the id of the trusted key whose signature was verified
 
     @property
     def manifest_sha256(self) -> str:
         return hashlib.sha256(self.manifest_bytes).hexdigest()
+
+    def reread(self) -> BundleFiles:
+        """The bundle read again, every file checked against this manifest's exact bytes (so against the
+        signature or pin checked on them): for a tower built again after its bytes were let go."""
+        try:
+            return read_bundle(self.root, manifest_sha256=self.manifest_sha256)
+        except UntrustedBundleError:
+            raise BundleError(f"{self.root / MANIFEST} changed while the bundle was loading; load it again") from None
 
     def __getitem__(self, relative: str) -> bytes:
         try:
@@ -130,12 +140,16 @@ def openvino_weights(xml: str) -> str:
     return xml[: -len(".xml")] + ".bin"
 
 
+def tower_files(tower: TowerSpec) -> list[str]:
+    """The files a tower is built from: its file and fallback, and an IR's .bin beside each."""
+    return [f for file in tower.files for f in ([file, openvino_weights(file)] if tower.format == "openvino" else [file])]
+
+
 def _referenced(manifest: BundleManifest) -> list[str]:
     """Every file the bundle uses, including those a runtime would open by itself (an IR's .bin)."""
     paths = [manifest.tokenizer.file]
     for tower in manifest.towers.values():
-        for file in tower.files:
-            paths += [file, openvino_weights(file)] if tower.format == "openvino" else [file]
+        paths += tower_files(tower)
     if manifest.labels:
         paths += [manifest.labels["file"], manifest.labels["embeddings"]]
     return paths + probe_files(manifest.probes)
