@@ -8,7 +8,9 @@ Writes benchmarks/results/distill_cache.json by default. The machine's load aver
 figures: on a shared machine, read the ratio rather than the seconds, and the ratio of CPU seconds (this
 process's, one thread) before the wall-clock one. Per step, the median milliseconds of the teacher's outputs
 (the teacher forward or the cache read), of decoding the batch (in distill's prefetch thread, while the step
-before runs), and of the rest of the step (the student's forward, backward, update).
+before runs), and of the rest of the step (the student's forward, backward, update); the same in CPU
+milliseconds of each thread, which the load of a shared machine moves less (``speedup_step_cpu``: both threads'
+CPU per step, without the cache against with it).
 """
 
 import argparse
@@ -41,22 +43,37 @@ OUT = Path("benchmarks/results/distill_cache.json")
 
 
 class Timed:
-    """Wraps a callable and keeps the seconds of each call (of the full batches only, for the medians)."""
+    """Wraps a callable and keeps the wall and CPU seconds of each call (of the full batches only, for the
+    medians), and the calling thread's CPU clock at each start: distill calls the teacher's outputs once a
+    training step, so from one start to the next is one step's CPU in the training thread."""
 
     def __init__(self, fn, full=lambda args: True):
-        self.fn, self.full, self.seconds = fn, full, []
+        self.fn, self.full = fn, full
+        self.seconds, self.cpu_seconds, self.cpu_starts = [], [], []
         if hasattr(fn, "encode_texts"):  # distill serves the class prompts through it: keep it visible
             self.encode_texts = fn.encode_texts
 
     def __call__(self, *args, **kwargs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         out = self.fn(*args, **kwargs)
         if self.full(args):
             self.seconds.append(time.perf_counter() - started)
+            self.cpu_seconds.append(time.thread_time() - cpu)
+            self.cpu_starts.append(cpu)
         return out
 
     def median_ms(self) -> float:
-        return round(1000 * statistics.median(self.seconds), 1) if self.seconds else 0.0
+        return _median_ms(self.seconds)
+
+    def median_cpu_ms(self) -> float:
+        return _median_ms(self.cpu_seconds)
+
+    def median_cpu_ms_between_calls(self) -> float:
+        return _median_ms([b - a for a, b in zip(self.cpu_starts, self.cpu_starts[1:])])
+
+
+def _median_ms(seconds: list[float]) -> float:
+    return round(1000 * statistics.median(seconds), 1) if seconds else 0.0
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -77,8 +94,8 @@ def one_epoch(teacher, student_name, data, config, teacher_forward) -> dict:
         del data.batch
     cpu = time.process_time() - cpu
     epoch, seen = report.history[0], report.train_images
-    steps = len(forward.seconds)
-    step_ms = 1000 * seen / epoch["images_per_second"] / max(1, steps)
+    step_ms = 1000 * seen / epoch["images_per_second"] / max(1, epoch["steps"])
+    step_cpu_ms = forward.median_cpu_ms_between_calls()
     return {
         "distill_seconds": round(time.perf_counter() - started, 2),  # held-out teacher pass, scoring, the epoch
         "distill_cpu_seconds": round(cpu, 2),
@@ -88,6 +105,12 @@ def one_epoch(teacher, student_name, data, config, teacher_forward) -> dict:
         "per_step_ms": {
             "all": round(step_ms, 1), "teacher_outputs": forward.median_ms(), "data_batch": decode.median_ms(),
             "student_and_rest": round(step_ms - forward.median_ms(), 1),
+        },
+        "step_cpu_ms": round(step_cpu_ms + decode.median_cpu_ms(), 1),  # both threads
+        # CPU milliseconds: the training thread's per step, and the prefetch thread's decoding beside it.
+        "per_step_cpu_ms": {
+            "training_thread": step_cpu_ms, "teacher_outputs": forward.median_cpu_ms(),
+            "student_and_rest": round(step_cpu_ms - forward.median_cpu_ms(), 1), "data_batch": decode.median_cpu_ms(),
         },
         "val_loss": epoch["val_loss"], "val_agreement": epoch["val_agreement"], "load_average_1min_before": load,
     }
@@ -136,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         **{f"speedup_{key}": round(_median(without, f"{key}_seconds") / _median(with_cache, f"{key}_seconds"), 2)
            for key in ("epoch", "train", "distill")},
         "speedup_distill_cpu": round(_median(without, "distill_cpu_seconds") / _median(with_cache, "distill_cpu_seconds"), 2),
+        "speedup_step_cpu": round(_median(without, "step_cpu_ms") / _median(with_cache, "step_cpu_ms"), 2),
         "speedup_epoch_per_round": [round(a["epoch_seconds"] / b["epoch_seconds"], 2) for a, b in zip(without, with_cache)],
         "val_loss_difference": max(abs(a["val_loss"] - b["val_loss"]) for a, b in zip(without, with_cache)),
         "load_average_after": os.getloadavg(),
