@@ -242,8 +242,9 @@ def fast_crop(image: np.ndarray | Image.Image, spec: PreprocessSpec) -> np.ndarr
     block = 2**count if use_opencv else min(int(scale / FAST_REDUCING_GAP), FAST_MAX_BLOCK)
     if block < 2:
         return None
-    # Bicubic reads two output pixels either side; a block of the average adds one more reduced pixel.
-    reach = 3 * scale
+    # Bicubic reads two output pixels either side; a block of the average adds one more reduced pixel. OpenCV's
+    # resize gets three more, to start on a whole reduced pixel near the crop's (vledge.opencv_frames).
+    reach = (6 if use_opencv else 3) * scale
     x0, y0 = max(0, int(box[0] - reach)), max(0, int(box[1] - reach))
     x1, y1 = min(w, int(np.ceil(box[2] + reach))), min(h, int(np.ceil(box[3] + reach)))
     # The margin is wider than a block and the filter's reach, so the partial blocks at its edges are never read.
