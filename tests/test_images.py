@@ -71,6 +71,14 @@ def test_frames_at_size_skip_pillow_with_identical_values(photos):
     np.testing.assert_array_equal(preprocess(levels, PreprocessSpec(16)), _through_pillow([levels], PreprocessSpec(16)))
 
 
+def test_normalising_strided_views_gives_the_formula_s_values(photos, resizer):
+    views = photos["flower"][100:164:2, 200:264:2], photos["china"][:32, :32, ::-1]  # strided rows, BGR reversed
+    spec = PreprocessSpec(image_size=32)
+    for view in views:
+        assert not view.flags.c_contiguous
+        np.testing.assert_array_equal(normalize(view[None], spec), _through_pillow([np.ascontiguousarray(view)], spec))
+
+
 def test_frames_not_at_size_are_resized(photos):
     tiles = np.stack([photos["china"][:40, :40], photos["flower"][100:140, 200:240]])
     for spec in (PreprocessSpec(image_size=32), PreprocessSpec(image_size=40, resize_to=44)):

@@ -285,6 +285,10 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if gray and n == 1:  # one camera frame: a single lookup
         return np.take(table, pixels.reshape(h, w), axis=1)[None]
     out = np.empty((n, 3, h, w), dtype=np.float32)
+    if not gray and opencv_frames.available():
+        for i in range(n):
+            opencv_frames.look_up_planes(pixels[i], table, out[i])
+        return out
     planes = pixels.reshape(n, h, w) if gray else pixels
     # One image plane at a time, looked up straight into its contiguous target ("clip": no bounds buffer; uint8
     # fits): 2.7x faster on a batch of 256 at 224 px than one fancy index per channel over the whole batch.

@@ -71,3 +71,15 @@ def _whole_pixel_start(edge: float, scale: float) -> tuple[int, int]:
     candidates = [(q, edge - q * scale) for q in range(_SEARCH_OUTPUT_PIXELS + 1) if edge - q * scale >= 0]
     q, start = min(candidates, key=lambda c: abs(c[1] - round(c[1])))
     return q, round(start)
+
+
+def look_up_planes(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """Each channel of the HWC uint8 ``image`` looked up in its row of ``table`` (3, 256) into ``out[c]`` (a
+    C-contiguous (3, H, W) float32 array): the same values as numpy's ``take``, in half its time (no index
+    conversion to int64)."""
+    import cv2
+
+    for c, plane in enumerate(cv2.split(image)):
+        written = cv2.LUT(plane, table[c : c + 1], dst=out[c])
+        if written.ctypes.data != out[c].ctypes.data:  # OpenCV allocated its own result after all
+            out[c] = written
