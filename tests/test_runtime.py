@@ -200,6 +200,20 @@ class TestOnnxRuntimeCPU(RuntimeConformance):
         with pytest.raises(ConfigError, match=r"no labels given and this bundle has no compiled label set; pass labels="):
             static_model.classify(sample_images(1))
 
+    def test_small_cpu_towers_run_on_one_thread_unless_threads_are_given(self, model, monkeypatch):
+        from vledge.runtimes import onnxruntime_backend
+
+        def threads(**options):
+            runtime = vledge.load(model.info()["path"], **options).runtime
+            assert {k: s.get_session_options().intra_op_num_threads for k, s in runtime._sessions.items()} == \
+                {k: 0 if v == "onnxruntime's default" else v for k, v in runtime.info()["intra_op_threads"].items()}
+            return runtime.info()["intra_op_threads"]
+
+        assert threads() == {"image": 1, "text": 1}  # the tiny test towers
+        assert threads(threads=2) == {"image": 2, "text": 2}
+        monkeypatch.setattr(onnxruntime_backend, "SMALL_TOWER_BYTES", 0)
+        assert threads() == {"image": "onnxruntime's default", "text": "onnxruntime's default"}
+
     def test_unknown_option_suggests(self, model):
         with pytest.raises(ConfigError, match=r"unknown option 'thread' for the onnxruntime runtime. Did you mean 'threads'\?"):
             vledge.load(model.info()["path"], thread=2)
