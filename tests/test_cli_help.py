@@ -149,9 +149,10 @@ def test_tolerance_is_taken_in_the_points_reports_print(capsys):
     assert parser.parse_args(["check", "b", "--teacher", "t"]).tolerance == 2.0
     assert tolerance_fraction(parser.parse_args(["check", "b", "--teacher", "t", "--tolerance", "1.5"]).tolerance) == 0.015
     assert parser.parse_args(["compress", "--teacher", "t", "--target", "cpu", "--out", "o"]).tolerance is None
-    with pytest.raises(SystemExit):
-        parser.parse_args(["check", "b", "--teacher", "t", "--tolerance", "150"])
-    assert "top-1 points go from 0 to 100, got 150" in capsys.readouterr().err
+    for points in ("150", "100"):  # 100 would pass any bundle, and the gate refuses a fraction of 1
+        with pytest.raises(SystemExit):
+            parser.parse_args(["check", "b", "--teacher", "t", "--tolerance", points])
+        assert f"top-1 points go from 0 up to (not including) 100, got {points}" in capsys.readouterr().err
 
 
 def test_serve_strict_from_the_flag_or_the_environment_reaches_the_load():

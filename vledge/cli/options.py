@@ -131,8 +131,8 @@ def _points(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of top-1 points, e.g. 2, got {text!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"top-1 points go from 0 to 100, got {value:g}")
+    if not 0 <= value < 100:  # 100 points would pass any bundle: the gate takes a fraction under 1
+        raise argparse.ArgumentTypeError(f"top-1 points go from 0 up to (not including) 100, got {value:g}")
     return value
 
 
