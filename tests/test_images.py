@@ -104,6 +104,7 @@ def resizer(request, monkeypatch):
         pytest.importorskip("cv2")
     else:
         monkeypatch.setattr(opencv_frames, "available", lambda: False)
+        monkeypatch.setattr(opencv_frames, "imported", lambda: False)
     return request.param
 
 

@@ -285,7 +285,7 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if gray and n == 1:  # one camera frame: a single lookup
         return np.take(table, pixels.reshape(h, w), axis=1)[None]
     out = np.empty((n, 3, h, w), dtype=np.float32)
-    if not gray and opencv_frames.available():
+    if not gray and opencv_frames.imported():
         for i in range(n):
             opencv_frames.look_up_planes(pixels[i], table, out[i])
         return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,12 @@ _SEARCH_OUTPUT_PIXELS = 3
 def available() -> bool:
     """True where OpenCV (``cv2``) can be imported; it is then imported on the first large frame."""
     return importlib.util.find_spec("cv2") is not None
+
+
+def imported() -> bool:
+    """True once OpenCV is imported (by the first large frame, or by the caller): small images then use it
+    too, without paying its resident memory for them alone."""
+    return "cv2" in sys.modules and available()
 
 
 def halvings(scale: float, max_block: int) -> int:
