@@ -126,7 +126,7 @@ def test_large_frames_take_the_fast_path_within_a_few_levels_of_the_exact_one(ph
         np.testing.assert_array_equal(preprocess(frame, spec), normalize(fast[None], spec))
 
 
-def test_frame_sides_of_partial_blocks_repeat_only_the_last_row(photos, resizer):
+def test_frame_sides_of_partial_blocks_stay_close_above_the_last_row(photos, resizer):
     spec = PreprocessSpec(224)
     frame = _full_hd(photos["china"], (1920, 1079))  # 1079 rows: 269 whole 4 x 4 blocks and three rows over
     fast, exact = fast_crop(frame, spec).astype(int), _exact(frame, spec).astype(int)
