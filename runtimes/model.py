@@ -123,6 +123,8 @@ class EdgeModel:
         channels = check_channels(channels)
         step = self._batch.get("image") or count(batch_size, "batch_size")
         spec = self.manifest.preprocess
+        if isinstance(images, np.ndarray) and images.ndim <= 3:  # one frame, as a camera loop sends: no chunking
+            return self._embed("image", ([preprocess(as_rgb(images, channels), spec)],))
         frames = (as_rgb(image, channels) for image in iter_images(images))
         return self._embed("image", ([preprocess(chunk, spec)] for chunk in _chunks(frames, step)))
 
@@ -235,7 +237,9 @@ class EdgeModel:
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits, out=logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        order = np.argsort(-probs, axis=1, kind="stable")[:, : min(top_k, len(names))]
+        top_k = min(top_k, len(names))
+        # argmax gives the first of tied labels, as the stable sort does, in a fraction of its time.
+        order = probs.argmax(axis=1)[:, None] if top_k == 1 else (-probs).argsort(axis=1, kind="stable")[:, :top_k]
         predictions = [Prediction.from_ranked([(names[j], row[j]) for j in idx])
                        for row, idx in zip(probs.tolist(), order.tolist())]
         return predictions[0] if one else predictions

@@ -72,10 +72,11 @@ def test_frames_at_size_skip_pillow_with_identical_values(photos):
 
 
 def test_normalising_strided_views_gives_the_formula_s_values(photos, resizer):
-    views = photos["flower"][100:164:2, 200:264:2], photos["china"][:32, :32, ::-1]  # strided rows, BGR reversed
-    spec = PreprocessSpec(image_size=32)
+    # Strided rows and BGR reversed, above and below the size where OpenCV's lookup takes over from numpy's.
+    views = photos["flower"][100:292:2, 200:392:2], photos["china"][:96, :96, ::-1], photos["china"][:32, :32, ::-1]
     for view in views:
         assert not view.flags.c_contiguous
+        spec = PreprocessSpec(image_size=len(view))
         np.testing.assert_array_equal(normalize(view[None], spec), _through_pillow([np.ascontiguousarray(view)], spec))
 
 

@@ -37,6 +37,9 @@ RESIZE_PIXEL_BUDGET = 16_000_000
 FAST_REDUCING_GAP = 1.5
 FAST_MAX_BLOCK = 8
 FAST_MIN_EDGE = 720  # camera frames (720p and up) take the fast path; photos under it resize exactly as CLIP does
+# OpenCV's per-plane LUT costs ~10 µs in calls: numpy's lookup is faster on small images (measured on 2 cores,
+# one RGB image: 64 px 25 against 33 µs, 96 px 53 against 30 µs).
+LUT_MIN_PIXELS = 80 * 80
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,7 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if gray and n == 1:  # one camera frame: a single lookup
         return np.take(table, pixels.reshape(h, w), axis=1)[None]
     out = np.empty((n, 3, h, w), dtype=np.float32)
-    if not gray and opencv_frames.imported():
+    if not gray and h * w >= LUT_MIN_PIXELS and opencv_frames.imported():
         for i in range(n):
             opencv_frames.look_up_planes(pixels[i], table, out[i])
         return out
@@ -364,6 +367,8 @@ def preprocess(images: ImageInput | Sequence[ImageInput], spec: PreprocessSpec) 
 
     Arrays already at the tower's size (camera frames, Fashion-MNIST) skip Pillow: the result is the same.
     """
+    if _at_size(images, spec):  # one array at the tower's size, as a camera at that size sends it
+        return normalize(images[None], spec)
     items = as_image_list(images)
     if not items:
         raise ConfigError("no images given")
