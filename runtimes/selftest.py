@@ -240,8 +240,9 @@ def check_on_load(bundle, by_kind: dict, placements: dict[str, Placement], token
         return combine(manifest, by_kind), placements, {"ran": False, "reason": "self_test=False"}, []
     probes = read_probes(bundle)
     if not probes:
-        log.info("%s records no self-test probes (written before vledge recorded them): not checked", root)
-        reason = "the bundle records no probes (written by an older vledge compress)"
+        reason = "the bundle records no probes (written by hand, or by a vledge compress from before they were "
+                  "recorded)"
+        log.info("%s: self-test not run: %s", root, reason)
         return combine(manifest, by_kind), placements, {"ran": False, "reason": reason}, []
 
     def reopen(placement: Placement, kinds: list[str]):
