@@ -240,8 +240,8 @@ def check_on_load(bundle, by_kind: dict, placements: dict[str, Placement], token
         return combine(manifest, by_kind), placements, {"ran": False, "reason": "self_test=False"}, []
     probes = read_probes(bundle)
     if not probes:
-        reason = "the bundle records no probes (written by hand, or by a vledge compress from before they were "
-                  "recorded)"
+        reason = ("the bundle records no probes (written by hand, or by a vledge compress from before they were "
+                  "recorded)")
         log.info("%s: self-test not run: %s", root, reason)
         return combine(manifest, by_kind), placements, {"ran": False, "reason": reason}, []
 
