@@ -66,7 +66,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.static:
-            paths[f"{label} (fixed shapes)"] = fixed_shape_copy(paths[label], args.kind, args.size, args.tokens, Path(tmp))
+            copy = fixed_shape_copy(paths[label], args.kind, args.size, args.tokens, Path(tmp))
+            paths[f"{label} (fixed shapes)"] = copy
         sessions = {label: session(path) for label, path in paths.items()}
         inputs = {label: feeds(sess, args.size, args.tokens, rng) for label, sess in sessions.items()}
         for label, sess in sessions.items():

@@ -78,8 +78,8 @@ def write_report(result: dict, path: Path) -> None:
         "is `classify` of one 1920x1080 uint8 frame with the compiled label set, timed in alternating blocks with "
         "the tower (`frame_tower_b1_p50_ms`, the frame ratio's divisor) and a batch-1 `classify` of an image at the "
         "tower's size; `python_us` is that `classify` less the tower beside it. A bundle row's `peak_rss_mb` is read "
-        "after the frames and a prompt, before its batches of 8 (`peak_rss_b8_mb` in results.json: after them). The intel-npu bundle is "
-        "compiled only: no NPU here, its row runs the static IR on OpenVINO's CPU plugin.", "",
+        "after the frames and a prompt, before its batches of 8 (`peak_rss_b8_mb` in results.json: after them). "
+        "The intel-npu bundle is compiled only: no NPU here, its row runs the static IR on OpenVINO's CPU plugin.", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS),
     ]
     for row in result["rows"]:

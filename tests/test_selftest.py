@@ -197,7 +197,8 @@ def test_a_bundle_without_probes_loads_unchecked(tmp_path):
     bundle = build_bundle(tmp_path / "old", probes=False)
     assert read_manifest(bundle).probes is None and "probes" not in json.loads((bundle / "vledge.json").read_text())
     info = vledge.load(bundle).info()
-    assert info["self_test"] == {"ran": False, "reason": "the bundle records no probes (written by hand, or by a vledge compress from before they were recorded)"}
+    reason = "the bundle records no probes (written by hand, or by a vledge compress from before they were recorded)"
+    assert info["self_test"] == {"ran": False, "reason": reason}
     assert info["warnings"] == []
 
 
