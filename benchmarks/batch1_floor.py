@@ -13,14 +13,15 @@ Prints the median milliseconds per label.
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-SECONDS = 12
+from vledge.bench.measure import Repetitions, time_interleaved
+
+REPS = Repetitions(warmup=100, min_rounds=100, min_seconds=12, max_rounds=1_000_000, max_seconds=12)
 
 
 def fixed_shape_copy(path: str, kind: str, size: int, tokens: int, folder: Path) -> str:
@@ -70,16 +71,8 @@ def main() -> None:
             paths[f"{label} (fixed shapes)"] = copy
         sessions = {label: session(path) for label, path in paths.items()}
         inputs = {label: feeds(sess, args.size, args.tokens, rng) for label, sess in sessions.items()}
-        for label, sess in sessions.items():
-            for _ in range(100):
-                sess.run(None, inputs[label])
-        times = {label: [] for label in sessions}
-        start = time.perf_counter()
-        while time.perf_counter() - start < SECONDS:
-            for label, sess in sessions.items():
-                t = time.perf_counter()
-                sess.run(None, inputs[label])
-                times[label].append(time.perf_counter() - t)
+        calls = [lambda s=sess, x=inputs[label]: s.run(None, x) for label, sess in sessions.items()]
+        times = dict(zip(sessions, time_interleaved(calls, REPS)))
     for label, values in times.items():
         print(f"{args.kind} {label}: {statistics.median(values) * 1e3:.4f} ms")
 

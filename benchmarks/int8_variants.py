@@ -8,12 +8,13 @@ random (the cosines only flag a broken variant). Run on a quiet machine, from th
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+from vledge.bench.measure import Repetitions, time_interleaved
 
 BATCH, THREADS, ROUNDS = 8, 2, 15
 VARIANTS = {  # label -> (static?, op types quantized)
@@ -57,12 +58,9 @@ def main(src: Path, out: Path) -> None:
     x = rng.standard_normal((BATCH, 3, 224, 224)).astype(np.float32)
     sessions = {label: session(path) for label, path in paths.items()}
     outputs = {label: s.run(None, {name: x})[0] for label, s in sessions.items()}  # also the warm-up
-    times = {label: [] for label in sessions}
-    for _ in range(ROUNDS):  # interleaved, so a load change touches every variant alike
-        for label, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, {name: x})
-            times[label].append(time.perf_counter() - start)
+    # Interleaved, so a load change touches every variant alike.
+    reps = Repetitions(warmup=0, min_rounds=ROUNDS, min_seconds=0, max_rounds=ROUNDS, max_seconds=1e9)
+    times = dict(zip(sessions, time_interleaved([lambda s=s: s.run(None, {name: x}) for s in sessions.values()], reps)))
     fp32, ref = statistics.median(times["fp32"]), outputs["fp32"]
     for label, y in outputs.items():
         cosine = np.min((y * ref).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(ref, axis=1))

@@ -148,7 +148,7 @@ class OnnxRuntime(Runtime):
         return session
 
     def _small(self, file: str) -> bool:
-        """A CPU tower whose graph (weights included) is under ``SMALL_TOWER_BYTES``."""
+        """A CPU tower whose graph file is under ``SMALL_TOWER_BYTES`` (vledge writes its weights inside the file)."""
         if self.device != "cpu":
             return False
         return len(self._bytes(file)) < SMALL_TOWER_BYTES
